@@ -58,3 +58,15 @@ func SecretID(secret string) (string, bool) {
 func SecretMatches(secret, hash string) bool {
 	return subtle.ConstantTimeCompare([]byte(HashSecret(secret)), []byte(hash)) == 1
 }
+
+// NewAuditID returns an audit entry ID that sorts by time: entries written later
+// have IDs that compare greater as strings.
+func NewAuditID(atUnixNano int64) string {
+	const hexdigits = "0123456789abcdef"
+	var ts [16]byte
+	for i := 15; i >= 0; i-- {
+		ts[i] = hexdigits[atUnixNano&0xf]
+		atUnixNano >>= 4
+	}
+	return PrefixAudit + string(ts[:]) + random(5)
+}
