@@ -6,6 +6,8 @@ package apiv1
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,4 +118,11 @@ func Encode(w io.Writer, v any) error {
 		return fmt.Errorf("encoding response: %w", err)
 	}
 	return nil
+}
+
+// Fingerprint is how clients pin the controller's certificate: "sha256:" and the
+// hex SHA-256 of the leaf certificate's DER bytes.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
