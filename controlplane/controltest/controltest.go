@@ -1,0 +1,74 @@
+// Package controltest runs a real controller in-process for tests: SQLite in a
+// temporary directory, the real state engine and API, behind an httptest TLS
+// server. It is for tests only and never listens beyond loopback.
+package controltest
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cvlan/cvlan/controlplane/api"
+	"github.com/cvlan/cvlan/controlplane/apiv1"
+	"github.com/cvlan/cvlan/controlplane/key"
+	"github.com/cvlan/cvlan/controlplane/model"
+	"github.com/cvlan/cvlan/controlplane/state"
+	"github.com/cvlan/cvlan/controlplane/store"
+	"github.com/cvlan/cvlan/controlplane/store/sqlstore"
+)
+
+// Controller is a running in-process controller.
+type Controller struct {
+	URL            string // https://127.0.0.1:PORT
+	Fingerprint    string // apiv1.Fingerprint of the server certificate
+	OperatorToken  string // secret of an operator token
+	NoisePublicKey string
+	State          *state.State
+	Store          store.Store
+	Server         *httptest.Server
+}
+
+// Options tune Start.
+type Options struct {
+	// Now is the controller's clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Start runs a controller until the test ends.
+func Start(t testing.TB) *Controller { return StartWith(t, Options{}) }
+
+// StartWith runs a controller with options until the test ends.
+func StartWith(t testing.TB, opts Options) *Controller {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, sqlstore.Config{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "cvlan.db")})
+	if err != nil {
+		t.Fatalf("opening store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := state.Open(ctx, st, state.Options{Now: opts.Now})
+	if err != nil {
+		t.Fatalf("opening state: %v", err)
+	}
+	_, secret, err := s.CreateToken(ctx, "controltest", model.Token{Role: model.RoleOperator})
+	if err != nil {
+		t.Fatalf("creating operator token: %v", err)
+	}
+	var raw [key.Len]byte
+	rand.Read(raw[:])
+	noiseKey := key.MachinePublicFromRaw(raw).String()
+	srv := httptest.NewTLSServer(api.New(s, api.Options{Version: "test", NoisePublicKey: noiseKey}))
+	t.Cleanup(srv.Close)
+	return &Controller{
+		URL:            srv.URL,
+		Fingerprint:    apiv1.Fingerprint(srv.Certificate().Raw),
+		OperatorToken:  secret,
+		NoisePublicKey: noiseKey,
+		State:          s,
+		Store:          st,
+		Server:         srv,
+	}
+}
