@@ -46,7 +46,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -timeout 15m ./... 2>&1 | tee -a $(BENCHDIR)/report.txt
 	@echo "report: $(BENCHDIR)/report.txt"
 
-lab: build
+lab: deps build
 	scripts/lab.sh
 
 # Only packages that carry a bpf2go directive are regenerated; none do yet.
