@@ -148,6 +148,8 @@ join() {
 	echo "$*" | sed 's/,/, /g'
 }
 
+# Stop PostgreSQL now so that the verdict is the last line; the trap finds nothing left.
+cleanup
 echo
 if [ "${#failed[@]}" -eq 0 ]; then
 	echo "test.sh: PASS: all ${#passed[@]} steps passed ($(join "${passed[@]}"))"
