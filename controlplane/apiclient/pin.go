@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/cvlan/cvlan/controlplane/apiv1"
 )
 
 // fingerprintPrefix starts every fingerprint; the hash is the only one supported.
@@ -19,10 +21,9 @@ const fingerprintPrefix = "sha256:"
 
 // Fingerprint returns "sha256:<lowercase hex>" of a certificate's DER bytes: the form
 // the controller prints on first start and cvlanctl pins.
-func Fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return fingerprintPrefix + hex.EncodeToString(sum[:])
-}
+// It is apiv1.Fingerprint, repeated here so that callers of the client need only
+// this package.
+func Fingerprint(der []byte) string { return apiv1.Fingerprint(der) }
 
 // NormalizeFingerprint checks a fingerprint and returns it in the form Fingerprint
 // prints. It accepts upper-case hex and the colon-separated form openssl prints
