@@ -134,17 +134,17 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, tenantID string) 
 	if err != nil {
 		return err
 	}
-	entries, err := s.st.Store().AuditLog(r.Context(), store.AuditQuery{TenantID: tenantID, Before: r.URL.Query().Get("before"), Limit: limit})
+	// One more than asked tells whether another page exists.
+	entries, err := s.st.Store().AuditLog(r.Context(), store.AuditQuery{TenantID: tenantID, Before: r.URL.Query().Get("before"), Limit: limit + 1})
 	if err != nil {
 		return err
 	}
-	out := apiv1.List[model.AuditEntry]{Items: entries}
-	if out.Items == nil {
-		out.Items = []model.AuditEntry{}
+	out := apiv1.List[model.AuditEntry]{Items: []model.AuditEntry{}}
+	if len(entries) > limit {
+		entries = entries[:limit]
+		out.Next = entries[limit-1].ID
 	}
-	if len(entries) == limit {
-		out.Next = entries[len(entries)-1].ID
-	}
+	out.Items = append(out.Items, entries...)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -43,8 +44,19 @@ func ValidateDescription(field, s string) *Error {
 	if len(s) > 1024 {
 		return Errorf(Invalid, field, "longer than 1024 bytes")
 	}
+	return ValidateText(field, s)
+}
+
+// ValidateText rejects NUL bytes, which PostgreSQL cannot store in text.
+func ValidateText(field, s string) *Error {
+	if strings.ContainsRune(s, 0) {
+		return Errorf(Invalid, field, "must not contain NUL (U+0000)")
+	}
 	return nil
 }
+
+// MaxTokenLifetime bounds API token expiry.
+const MaxTokenLifetime = 10 * 365 * 24 * time.Hour
 
 // Network address limits.
 const (
@@ -160,6 +172,9 @@ func (t *Token) Validate(now time.Time) *Error {
 	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(now) {
 		return Errorf(Invalid, "expires_at", "must be in the future")
 	}
+	if t.ExpiresAt.Sub(now) > MaxTokenLifetime {
+		return Errorf(Invalid, "expires_at", "more than %s from now; omit it for a token that never expires", MaxTokenLifetime)
+	}
 	return ValidateDescription("description", t.Description)
 }
 
@@ -202,6 +217,11 @@ func (s *IPsecSite) Validate() *Error {
 	}
 	if s.RemoteAddr == "" || len(s.RemoteAddr) > 253 {
 		return Errorf(Invalid, "remote_addr", "an address or host name is required")
+	}
+	for _, f := range []struct{ field, v string }{{"remote_addr", s.RemoteAddr}, {"local_id", s.LocalID}, {"remote_id", s.RemoteID}, {"psk", s.PSK}, {"certificate", s.Certificate}} {
+		if err := ValidateText(f.field, f.v); err != nil {
+			return err
+		}
 	}
 	switch s.AuthMethod {
 	case AuthPSK:

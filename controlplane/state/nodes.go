@@ -39,7 +39,7 @@ func addNode(tx *txn, t *Tenant, n *model.Node) error {
 	n.Tags = nonNil(n.Tags)
 	n.Routes = nonNil(n.Routes)
 	n.Endpoints = nonNil(n.Endpoints)
-	if err := validateNode(t, n); err != nil {
+	if err := validateNode(tx.w, t, n); err != nil {
 		return err
 	}
 	hint := t.next[nw.ID]
@@ -62,7 +62,9 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-func validateNode(t *Tenant, n *model.Node) error {
+// validateNode checks n within its tenant; keys must be unique controller-wide, as
+// an agent is identified by its machine key before its tenant is known.
+func validateNode(w *World, t *Tenant, n *model.Node) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
@@ -72,15 +74,22 @@ func validateNode(t *Tenant, n *model.Node) error {
 	if n.MachineKey.IsZero() && n.NodeKey.IsZero() {
 		return nil
 	}
-	for _, o := range t.Nodes.All() {
-		if o.ID == n.ID {
-			continue
-		}
-		if !n.MachineKey.IsZero() && o.MachineKey.Equal(n.MachineKey) {
-			return model.Errorf(model.Conflict, "machine_key", "machine key is already enrolled as node %q", o.Name)
-		}
-		if !n.NodeKey.IsZero() && o.NodeKey.Equal(n.NodeKey) {
-			return model.Errorf(model.Conflict, "node_key", "node key is already used by node %q", o.Name)
+	for _, ot := range w.tenants {
+		for _, o := range ot.Nodes.All() {
+			if o.ID == n.ID {
+				continue
+			}
+			// Name the other node only inside the same tenant.
+			owner := "another node"
+			if ot.ID == t.ID {
+				owner = fmt.Sprintf("node %q", o.Name)
+			}
+			if !n.MachineKey.IsZero() && o.MachineKey.Equal(n.MachineKey) {
+				return model.Errorf(model.Conflict, "machine_key", "machine key is already enrolled as %s", owner)
+			}
+			if !n.NodeKey.IsZero() && o.NodeKey.Equal(n.NodeKey) {
+				return model.Errorf(model.Conflict, "node_key", "node key is already used by %s", owner)
+			}
 		}
 	}
 	return nil
@@ -106,7 +115,7 @@ func (s *State) UpdateNode(ctx context.Context, actor Actor, tenantID, id string
 		n.ID, n.TenantID, n.NetworkID, n.CreatedAt = cur.ID, cur.TenantID, cur.NetworkID, cur.CreatedAt
 		n.IPv4, n.IPv6, n.MachineKey = cur.IPv4, cur.IPv6, cur.MachineKey
 		n.Tags, n.Routes, n.Endpoints = nonNil(n.Tags), nonNil(n.Routes), nonNil(n.Endpoints)
-		if err := validateNode(t, n); err != nil {
+		if err := validateNode(tx.w, t, n); err != nil {
 			return err
 		}
 		t.Nodes = t.Nodes.with(n)

@@ -24,6 +24,9 @@ func (s *State) SetPolicy(ctx context.Context, actor Actor, tenantID string, exp
 	if len(document) > model.MaxPolicyBytes {
 		return nil, model.Errorf(model.Invalid, "document", "larger than %d bytes", model.MaxPolicyBytes)
 	}
+	if err := model.ValidateText("document", document); err != nil {
+		return nil, err
+	}
 	var out *model.Policy
 	err := s.write(ctx, actor, func(tx *txn) error {
 		t, err := tx.tenantOr404(tenantID)

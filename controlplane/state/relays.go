@@ -28,6 +28,13 @@ func validateRelay(w *World, r *model.Relay) error {
 	if o := w.Relays.ByKey(r.Name); o != nil && o.ID != r.ID {
 		return model.Errorf(model.Conflict, "name", "a relay named %q exists", r.Name)
 	}
+	if !r.RelayKey.IsZero() {
+		for _, o := range w.Relays.All() {
+			if o.ID != r.ID && o.RelayKey.Equal(r.RelayKey) {
+				return model.Errorf(model.Conflict, "relay_key", "relay key is already used by relay %q", o.Name)
+			}
+		}
+	}
 	return nil
 }
 
