@@ -43,29 +43,48 @@ func openStore(ctx context.Context, cfg *Config) (store.Store, error) {
 	return sqlstore.Open(ctx, sqlstore.Config{Driver: cfg.Database.Driver, DSN: cfg.Database.DSN})
 }
 
+// opened is what init and serve both start from.
+type opened struct {
+	cert    tls.Certificate
+	created bool // the certificate was generated just now
+	noise   NoiseKey
+	store   store.Store
+	state   *state.State
+}
+
+// open creates the data directory, loads (or creates) the TLS certificate and Noise
+// key, and loads the store into memory. The caller closes the store.
+func open(ctx context.Context, cfg Config) (*opened, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	var c opened
+	var err error
+	if c.cert, c.created, err = loadOrCreateTLS(&cfg); err != nil {
+		return nil, err
+	}
+	if c.noise, err = loadOrCreateNoiseKey(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if c.store, err = openStore(ctx, &cfg); err != nil {
+		return nil, err
+	}
+	if c.state, err = state.Open(ctx, c.store, state.Options{}); err != nil {
+		c.store.Close()
+		return nil, err
+	}
+	return &c, nil
+}
+
 // Init prepares a new controller: data directory, TLS certificate, Noise key,
 // database, and the first operator token, printed to out once.
 func Init(ctx context.Context, cfg Config, out io.Writer) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	cert, _, err := loadOrCreateTLS(&cfg)
+	c, err := open(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	nk, err := loadOrCreateNoiseKey(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	s, err := state.Open(ctx, st, state.Options{})
-	if err != nil {
-		return err
-	}
+	defer c.store.Close()
+	s, cert, nk := c.state, c.cert, c.noise
 	for _, t := range s.World().Tokens.All() {
 		if t.Role == model.RoleOperator {
 			return fmt.Errorf("controller in %s is already initialized (it has operator token %s); create more tokens with cvlanctl", cfg.DataDir, t.ID)
@@ -93,29 +112,15 @@ func portOf(listen string) string {
 // Run serves the API until ctx is done, then shuts down gracefully. ready, if not
 // nil, receives the listening address once the server accepts connections.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr net.Addr)) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
-	}
-	cert, created, err := loadOrCreateTLS(&cfg)
+	c, err := open(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	defer c.store.Close()
+	s, cert, nk := c.state, c.cert, c.noise
 	fp := apiv1.Fingerprint(cert.Certificate[0])
-	if created {
+	if c.created {
 		log.Info("generated a self-signed TLS certificate", "fingerprint", fp)
-	}
-	nk, err := loadOrCreateNoiseKey(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	s, err := state.Open(ctx, st, state.Options{})
-	if err != nil {
-		return err
 	}
 	if s.World().Tokens.Len() == 0 {
 		log.Warn("no API tokens exist; run cvlan-controller init to create the first operator token")
