@@ -15,7 +15,7 @@ BENCH     ?= .
 BENCHTIME ?= 1s
 BENCHDIR  := bench
 
-.PHONY: help build test bench lab bpf lint clean deps
+.PHONY: help build test bench lab bpf proto lint clean deps
 
 help:
 	@echo "make build   static binaries for ./cmd/... into bin/"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench   benchmarks on SQLite and PostgreSQL; BENCH=regexp BENCHTIME=1x|2s; report in $(BENCHDIR)/report.txt"
 	@echo "make lab     build, then run a live cvlan network in network namespaces (LAB_ONCE=1 exits after the report)"
 	@echo "make bpf     regenerate eBPF objects (go generate in packages with bpf2go directives)"
+	@echo "make proto   regenerate controlplane/controlpb from control.proto (protoc from apt, protoc-gen-go from go.mod)"
 	@echo "make lint    gofmt, go vet, staticcheck"
 	@echo "make clean   remove bin/ and benchmark reports"
 
@@ -54,6 +55,12 @@ bpf:
 	@pkgs=$$( (grep -rl --include='*.go' -e '^//go:generate .*bpf2go' . || true) | xargs -r -n1 dirname | sort -u); \
 	if [ -z "$$pkgs" ]; then echo "bpf: no bpf2go directives, nothing to regenerate"; exit 0; fi; \
 	for d in $$pkgs; do echo "go generate -run bpf2go $$d"; $(GO) generate -run bpf2go "$$d"; done
+
+# protoc comes from Debian (protobuf-compiler, installed by scripts/deps.sh); the Go
+# plugin is the version go.mod pins in its tool block.
+proto: deps
+	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	cd controlplane/controlpb && $(GO) generate
 
 lint:
 	@out=$$(find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -not -path './bin/*' | xargs -r gofmt -l); \

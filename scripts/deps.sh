@@ -18,6 +18,11 @@ PACKAGES=(
 	iproute2
 	# TLS: the controller's self-signed certificates, cvlanctl against it.
 	ca-certificates
+	# make proto: protoc for controlplane/controlpb (the Go plugin comes from go.mod).
+	protobuf-compiler
+	# e2e tests and the lab: nft blocks paths between namespaces; ping checks reachability.
+	nftables
+	iputils-ping
 	curl
 	openssl
 )
