@@ -62,7 +62,10 @@ type Node struct {
 	Ephemeral  bool              `json:"ephemeral"`
 	LastSeen   time.Time         `json:"last_seen,omitzero"`
 	KeyExpiry  time.Time         `json:"key_expiry,omitzero"`
-	CreatedAt  time.Time         `json:"created_at"`
+	// RotateRequestedAt is when an operator asked for a new node key; zero when no
+	// rotation is pending. The agent makes the key and reports it.
+	RotateRequestedAt time.Time `json:"rotate_requested_at,omitzero"`
+	CreatedAt         time.Time `json:"created_at"`
 }
 
 // EnrollmentKey lets a machine join a network. Its secret is shown once at creation

@@ -51,6 +51,7 @@ func addNode(tx *txn, t *Tenant, n *model.Node) error {
 	t.setAddrs(nw.ID, n.ID, []netip.Addr{n.IPv4, n.IPv6}, nil)
 	t.next[nw.ID] = v4.Next()
 	t.Nodes = t.Nodes.with(n)
+	tx.nodes = append(tx.nodes, NodeChange{New: n})
 	insert(tx, nodesT, n, n.TenantID, "node", n.ID, fmt.Sprintf("%s %s in %s", n.Name, n.IPv4, nw.Name))
 	return nil
 }
@@ -119,6 +120,7 @@ func (s *State) UpdateNode(ctx context.Context, actor Actor, tenantID, id string
 			return err
 		}
 		t.Nodes = t.Nodes.with(n)
+		tx.nodes = append(tx.nodes, NodeChange{Old: cur, New: n})
 		update(tx, nodesT, n, tenantID, "node", n.ID, n.Name)
 		out = n
 		return nil
@@ -143,6 +145,7 @@ func (s *State) DeleteNode(ctx context.Context, actor Actor, tenantID, id string
 			}
 		}
 		t.Nodes = t.Nodes.without(id)
+		tx.nodes = append(tx.nodes, NodeChange{Old: n})
 		t.setAddrs(n.NetworkID, id, nil, []netip.Addr{n.IPv4, n.IPv6})
 		remove(tx, nodesT, tenantID, "node", id, n.Name)
 		return nil

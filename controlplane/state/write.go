@@ -20,6 +20,31 @@ type State struct {
 	world atomic.Pointer[World]
 	st    store.Store
 	now   func() time.Time
+	// watchers get every committed batch of node changes, in commit order.
+	watchers []func(*World, []NodeChange)
+}
+
+// NodeChange is one node added (Old nil), changed, or removed (New nil).
+type NodeChange struct {
+	Old, New *model.Node
+}
+
+// Node is the node the change is about, whichever of Old and New is set.
+func (c NodeChange) Node() *model.Node {
+	if c.New != nil {
+		return c.New
+	}
+	return c.Old
+}
+
+// WatchNodes registers fn to be called with the new World and its node changes
+// after every write that changed nodes, after that World is published, in commit
+// order. fn runs on the writer's goroutine while it holds the write lock: it must
+// be quick, must not block and must not write to the State.
+func (s *State) WatchNodes(fn func(*World, []NodeChange)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.watchers = append(s.watchers, fn)
 }
 
 // Options tune a State.
@@ -60,6 +85,7 @@ type txn struct {
 	w      *World
 	copied map[string]*Tenant
 	ops    []func(context.Context, store.Tx) error
+	nodes  []NodeChange
 	actor  Actor
 	now    time.Time
 }
@@ -87,6 +113,11 @@ func (s *State) write(ctx context.Context, actor Actor, fn func(*txn) error) err
 		return storeError(err)
 	}
 	s.world.Store(tx.w)
+	if len(tx.nodes) > 0 {
+		for _, fn := range s.watchers {
+			fn(tx.w, tx.nodes)
+		}
+	}
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 var released = []struct{ file, sha256 string }{
 	{"00001_init.sql", "15a3bc72576aa07ff8aacb7c5699dbba73aebe84d1999eb8d1d5c57178f1c2af"},
 	{"00002_audit_log.sql", "ae441c9f324bb413e31e880bd58f7cd01f54b44c05f22326366a9992cb9972b2"},
+	{"00003_node_key_rotation.sql", "5216ac53560bdbcecf49475f2b1eb1313edd583a3152e2055fb91622b7dda1dd"},
 }
 
 func TestMigrationsAppendOnly(t *testing.T) {

@@ -153,7 +153,7 @@ func newKinds(d *dialect) *kinds {
 				{"endpoints", list[netip.AddrPort]{&v.Endpoints}}, {"home_relay", &v.HomeRelay},
 				{"routes", list[netip.Prefix]{&v.Routes}}, {"ephemeral", &v.Ephemeral},
 				{"last_seen", nanos{&v.LastSeen}}, {"key_expiry", nanos{&v.KeyExpiry}},
-				{"created_at", nanos{&v.CreatedAt}},
+				{"created_at", nanos{&v.CreatedAt}}, {"rotate_requested_at", nanos{&v.RotateRequestedAt}},
 			}
 		}, func(v *model.Node) string { return strconv.Quote(v.Name) }),
 
