@@ -153,6 +153,15 @@ func (s *Server) updateNode(w http.ResponseWriter, r *http.Request, p *principal
 	return reply(w, http.StatusOK, out, err)
 }
 
+func (s *Server) rotateNodeKey(w http.ResponseWriter, r *http.Request, p *principal) error {
+	t, n, err := in(s, r, p, true, "node", "node", (*state.Tenant).Node)
+	if err != nil {
+		return err
+	}
+	out, err := s.st.RequestKeyRotation(r.Context(), p.actor(), t.ID, n.ID)
+	return reply(w, http.StatusOK, out, err)
+}
+
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, p *principal) error {
 	t, n, err := in(s, r, p, true, "node", "node", (*state.Tenant).Node)
 	if err != nil {

@@ -33,6 +33,7 @@ func (s *Server) routes() {
 	s.handle("GET /tenants/{tenant}/nodes/{node}", s.getNode)
 	s.handle("PATCH /tenants/{tenant}/nodes/{node}", s.updateNode)
 	s.handle("DELETE /tenants/{tenant}/nodes/{node}", s.deleteNode)
+	s.handle("POST /tenants/{tenant}/nodes/{node}/rotate-key", s.rotateNodeKey)
 
 	s.handle("GET /tenants/{tenant}/keys", s.listKeys)
 	s.handle("POST /tenants/{tenant}/keys", s.createKey)

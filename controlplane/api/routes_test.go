@@ -155,6 +155,7 @@ func TestEveryRoute(t *testing.T) {
 		{route: "GET /tenants/{tenant}/nodes", query: "network=lan", code: 200, want: map[string]any{"#items": 1, "items.0.name": "gw"}},
 		{route: "GET /tenants/{tenant}/nodes/{node}", code: 200, want: map[string]any{"name": "gw", "node_key": "{nkey}"}},
 		{route: "PATCH /tenants/{tenant}/nodes/{node}", body: `{"tags":["edge","dc1"]}`, code: 200, want: map[string]any{"tags.1": "dc1", "ipv4": "100.64.0.1"}},
+		{route: "POST /tenants/{tenant}/nodes/{node}/rotate-key", code: 200, want: map[string]any{"rotate_requested_at": present, "node_key": "{nkey}"}},
 
 		{route: "POST /tenants/{tenant}/keys", body: `{"network":"lan","reusable":true,"max_uses":2,"tags":["laptop"],"expires_in":"1h"}`, code: 201,
 			want: map[string]any{"secret": present, "network_id": "{network}", "max_uses": 2, "uses": 0, "reusable": true}, save: map[string]string{"key": "id", "secret": "secret"}},

@@ -170,6 +170,11 @@ func (c *Client) UpdateNode(ctx context.Context, tenant, node string, req apiv1.
 	return call[model.Node](ctx, c, patch(req, "tenants", tenant, "nodes", node))
 }
 
+// RotateNodeKey asks the node's agent for a new node key.
+func (c *Client) RotateNodeKey(ctx context.Context, tenant, node string) (model.Node, error) {
+	return call[model.Node](ctx, c, post(nil, "tenants", tenant, "nodes", node, "rotate-key"))
+}
+
 // DeleteNode deletes a node; its addresses return to the pool.
 func (c *Client) DeleteNode(ctx context.Context, tenant, node string) error {
 	return c.do(ctx, del("tenants", tenant, "nodes", node), nil)

@@ -137,14 +137,19 @@ func deleteCmd[T any](a *app, r resource[T]) *cobra.Command {
 }
 
 // objectCmd is the group command of one kind: its create and update commands
-// (built by the kind's file) and the shared list, get and delete.
-func objectCmd[T any](a *app, r resource[T], short string, create, update *cobra.Command) *cobra.Command {
+// (built by the kind's file), the shared list, get and delete, and any extra
+// commands of the kind that take one object argument.
+func objectCmd[T any](a *app, r resource[T], short string, create, update *cobra.Command, extra ...*cobra.Command) *cobra.Command {
 	subs := []*cobra.Command{create, listCmd(a, r), getCmd(a, r)}
 	if update != nil {
 		update.ValidArgsFunction = completeArg(a, r)
 		subs = append(subs, update)
 	}
 	subs = append(subs, deleteCmd(a, r))
+	for _, c := range extra {
+		c.ValidArgsFunction = completeArg(a, r)
+		subs = append(subs, c)
+	}
 	return group(r.kind, short, subs...)
 }
 

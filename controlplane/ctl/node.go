@@ -85,7 +85,21 @@ func (a *app) nodeCmd() *cobra.Command {
 	uf.StringSliceVar(&tags, "tags", nil, "new comma-separated `tags` (\"\" clears them)")
 	uf.StringSliceVar(&routes, "routes", nil, "new comma-separated `CIDRs` (\"\" clears them)")
 
-	cmd := objectCmd(a, r, "Manage nodes", create, update)
+	rotate := &cobra.Command{
+		Use:   "rotate-key NAME|ID",
+		Short: "Ask a node's agent for a new WireGuard key; its peers switch to it",
+		Long: "rotate-key asks the node's agent to make a new WireGuard key pair and report the\n" +
+			"public key; the controller then gives it to every peer in place of the old one.\n" +
+			"The request waits for the agent if it is offline.",
+		Args: oneArg("NAME|ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return call(a, r, cmd, func(ctx context.Context, c *apiclient.Client, tenant string) (model.Node, error) {
+				return c.RotateNodeKey(ctx, tenant, args[0])
+			})
+		},
+	}
+
+	cmd := objectCmd(a, r, "Manage nodes", create, update, rotate)
 	for _, sub := range cmd.Commands() {
 		if sub.Name() == "list" {
 			sub.Flags().StringVar(&network, "network", "", "list only this `network`'s nodes")
