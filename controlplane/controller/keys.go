@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,11 +15,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/flynn/noise"
-	"golang.org/x/crypto/curve25519"
 
 	"github.com/cvlan/cvlan/controlplane/key"
 )
@@ -118,33 +115,11 @@ func (k NoiseKey) DHKey() noise.DHKey {
 	return noise.DHKey{Private: k.Private[:], Public: pub[:]}
 }
 
-const noisePrefix = "privkey:"
-
 // loadOrCreateNoiseKey reads the data directory's Noise key, creating it on first start.
 func loadOrCreateNoiseKey(dir string) (NoiseKey, error) {
-	path := filepath.Join(dir, noiseFile)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		kp, err := noise.DH25519.GenerateKeypair(rand.Reader)
-		if err != nil {
-			return NoiseKey{}, fmt.Errorf("generating Noise key: %w", err)
-		}
-		if err := writeFile(path, []byte(noisePrefix+hex.EncodeToString(kp.Private)+"\n")); err != nil {
-			return NoiseKey{}, err
-		}
-		data = []byte(noisePrefix + hex.EncodeToString(kp.Private))
-	} else if err != nil {
-		return NoiseKey{}, fmt.Errorf("reading Noise key: %w", err)
-	}
-	var k NoiseKey
-	s, ok := strings.CutPrefix(strings.TrimSpace(string(data)), noisePrefix)
-	if n, err := hex.Decode(k.Private[:], []byte(s)); !ok || err != nil || n != 32 || len(s) != 64 {
-		return NoiseKey{}, fmt.Errorf("%s: not a Noise private key (%q and 64 hex digits)", path, noisePrefix)
-	}
-	pub, err := curve25519.X25519(k.Private[:], curve25519.Basepoint)
+	p, _, err := key.LoadOrCreatePrivate(filepath.Join(dir, noiseFile))
 	if err != nil {
-		return NoiseKey{}, fmt.Errorf("%s: %w", path, err)
+		return NoiseKey{}, fmt.Errorf("Noise key: %w", err)
 	}
-	k.Public = key.MachinePublicFromRaw([32]byte(pub))
-	return k, nil
+	return NoiseKey{Private: p.Raw(), Public: p.MachinePublic()}, nil
 }
