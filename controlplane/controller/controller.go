@@ -21,7 +21,9 @@ import (
 
 	"github.com/cvlan/cvlan/controlplane/api"
 	"github.com/cvlan/cvlan/controlplane/apiv1"
+	"github.com/cvlan/cvlan/controlplane/control"
 	"github.com/cvlan/cvlan/controlplane/model"
+	"github.com/cvlan/cvlan/controlplane/noiseconn"
 	"github.com/cvlan/cvlan/controlplane/state"
 	"github.com/cvlan/cvlan/controlplane/store"
 	"github.com/cvlan/cvlan/controlplane/store/sqlstore"
@@ -127,14 +129,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr net.
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := api.New(s, api.Options{Log: log, Registry: reg, Version: version.Version, NoisePublicKey: nk.Public.String()})
+	ctl := control.New(s, control.Options{Key: nk.DHKey(), Log: log, Registry: reg})
+	mux := http.NewServeMux()
+	mux.Handle("POST "+noiseconn.Path, ctl)
+	mux.Handle("/", api.New(s, api.Options{Log: log, Registry: reg, Version: version.Version, NoisePublicKey: nk.Public.String()}))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -153,6 +158,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr net.
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
+	// Agent sessions are hijacked connections, which Shutdown does not track.
+	ctl.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

@@ -5,16 +5,22 @@ package controltest
 
 import (
 	"context"
-	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/flynn/noise"
+
 	"github.com/cvlan/cvlan/controlplane/api"
 	"github.com/cvlan/cvlan/controlplane/apiv1"
+	"github.com/cvlan/cvlan/controlplane/control"
 	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/controlplane/model"
+	"github.com/cvlan/cvlan/controlplane/noiseconn"
 	"github.com/cvlan/cvlan/controlplane/state"
 	"github.com/cvlan/cvlan/controlplane/store"
 	"github.com/cvlan/cvlan/controlplane/store/sqlstore"
@@ -26,15 +32,21 @@ type Controller struct {
 	Fingerprint    string // apiv1.Fingerprint of the server certificate
 	OperatorToken  string // secret of an operator token
 	NoisePublicKey string
-	State          *state.State
-	Store          store.Store
-	Server         *httptest.Server
+	// NoiseKey is the controller's Noise key pair (agents pin its public half).
+	NoiseKey noise.DHKey
+	// Control is the agent control channel, mounted at noiseconn.Path.
+	Control *control.Server
+	State   *state.State
+	Store   store.Store
+	Server  *httptest.Server
 }
 
 // Options tune Start.
 type Options struct {
 	// Now is the controller's clock; time.Now when nil.
 	Now func() time.Time
+	// KeepAlive is the control channel's keep-alive interval (30 s when zero).
+	KeepAlive time.Duration
 }
 
 // Start runs a controller until the test ends.
@@ -57,16 +69,29 @@ func StartWith(t testing.TB, opts Options) *Controller {
 	if err != nil {
 		t.Fatalf("creating operator token: %v", err)
 	}
-	var raw [key.Len]byte
-	rand.Read(raw[:])
-	noiseKey := key.MachinePublicFromRaw(raw).String()
-	srv := httptest.NewTLSServer(api.New(s, api.Options{Version: "test", NoisePublicKey: noiseKey}))
-	t.Cleanup(srv.Close)
+	priv, err := key.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, pub := priv.Raw(), priv.MachinePublic().Raw()
+	nk := noise.DHKey{Private: raw[:], Public: pub[:]}
+	noiseKey := priv.MachinePublic().String()
+	ctl := control.New(s, control.Options{Key: nk, Now: opts.Now, KeepAlive: opts.KeepAlive, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	mux := http.NewServeMux()
+	mux.Handle("POST "+noiseconn.Path, ctl)
+	mux.Handle("/", api.New(s, api.Options{Version: "test", NoisePublicKey: noiseKey}))
+	srv := httptest.NewTLSServer(mux)
+	t.Cleanup(func() {
+		ctl.Close()
+		srv.Close()
+	})
 	return &Controller{
 		URL:            srv.URL,
 		Fingerprint:    apiv1.Fingerprint(srv.Certificate().Raw),
 		OperatorToken:  secret,
 		NoisePublicKey: noiseKey,
+		NoiseKey:       nk,
+		Control:        ctl,
 		State:          s,
 		Store:          st,
 		Server:         srv,

@@ -1,0 +1,279 @@
+package control_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/cvlan/cvlan/controlplane/controlclient"
+	"github.com/cvlan/cvlan/controlplane/controlpb"
+	"github.com/cvlan/cvlan/controlplane/controltest"
+	"github.com/cvlan/cvlan/controlplane/key"
+	"github.com/cvlan/cvlan/controlplane/model"
+	"github.com/cvlan/cvlan/controlplane/netmap"
+	"github.com/cvlan/cvlan/controlplane/noiseconn"
+	"github.com/cvlan/cvlan/controlplane/state"
+)
+
+// agent is an in-memory agent: the real control client with a handler that keeps
+// the maps it gets and does what the real agent does on a rotation request.
+type agent struct {
+	t       *testing.T
+	machine key.Private
+	secret  string
+
+	mu     sync.Mutex
+	node   key.Private
+	m      *netmap.Map
+	hello  *controlpb.ServerHello
+	client *controlclient.Client
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func newAgent(t *testing.T, secret string) *agent {
+	m, _ := key.NewPrivate()
+	n, _ := key.NewPrivate()
+	return &agent{t: t, machine: m, node: n, secret: secret}
+}
+
+func (a *agent) Hello() *controlpb.ClientHello {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	raw := a.node.NodePublic().Raw()
+	h := &controlpb.ClientHello{ProtocolVersion: controlclient.ProtocolVersion, Hostname: "test", NodeKey: raw[:]}
+	if a.secret != "" && a.hello == nil {
+		h.Enroll = &controlpb.Enroll{Secret: a.secret}
+	}
+	return h
+}
+
+func (a *agent) Connected(sh *controlpb.ServerHello) {
+	a.mu.Lock()
+	a.hello = sh
+	a.mu.Unlock()
+	a.client.Send(&controlpb.ClientMessage{Msg: &controlpb.ClientMessage_Endpoints{Endpoints: &controlpb.Endpoints{Endpoints: []string{"192.0.2.1:51820"}}}})
+}
+
+func (a *agent) Map(m *netmap.Map) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.m = m
+	if m.Self.RotateNodeKey && m.Self.NodeKey.Equal(a.node.NodePublic()) {
+		a.node, _ = key.NewPrivate()
+		raw := a.node.NodePublic().Raw()
+		go a.client.Send(&controlpb.ClientMessage{Msg: &controlpb.ClientMessage_NodeKeyRotated{NodeKeyRotated: &controlpb.NodeKeyRotated{NodeKey: raw[:]}}})
+	}
+}
+
+func (a *agent) Disconnected(error) {}
+
+func (a *agent) start(c *controltest.Controller, controllerKey string) {
+	ck, err := key.ParseMachinePublic(controllerKey)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	priv, pub := a.machine.Raw(), a.machine.MachinePublic().Raw()
+	a.client = controlclient.New(controlclient.Config{
+		URL: c.URL, ControllerKey: ck, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Machine: noiseDH(priv[:], pub[:]),
+	}, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan error, 1)
+	go func() { a.done <- a.client.Run(ctx) }()
+	a.t.Cleanup(func() { a.stop() })
+}
+
+func (a *agent) stop() {
+	a.cancel()
+	<-a.done
+	a.done <- nil // later stops return at once
+}
+
+func (a *agent) current() *netmap.Map {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m
+}
+
+// eventually polls cond until it returns "" or the deadline passes.
+func eventually(t *testing.T, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s", what, msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func setup(t *testing.T) (*controltest.Controller, *state.Tenant, string) {
+	t.Helper()
+	c := controltest.StartWith(t, controltest.Options{KeepAlive: 200 * time.Millisecond})
+	ctx := context.Background()
+	tn, err := c.State.CreateTenant(ctx, "test", model.Tenant{Name: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw, err := c.State.CreateNetwork(ctx, "test", model.Network{TenantID: tn.ID, Name: "prod", IPv4: mustPrefix("100.64.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, err := c.State.CreateEnrollmentKey(ctx, "test", model.EnrollmentKey{TenantID: tn.ID, NetworkID: nw.ID, Reusable: true, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, c.State.World().Tenant(tn.ID), secret
+}
+
+func peerIDs(m *netmap.Map) string {
+	if m == nil {
+		return "<no map>"
+	}
+	var ids []string
+	for _, p := range m.Peers {
+		ids = append(ids, p.Name)
+	}
+	return strings.Join(ids, ",")
+}
+
+func TestEnrollMapsDeltasDelete(t *testing.T) {
+	c, tn, secret := setup(t)
+	a, b := newAgent(t, secret), newAgent(t, secret)
+	a.start(c, c.NoisePublicKey)
+	eventually(t, "a gets its map", func() string {
+		if m := a.current(); m == nil || m.Self.Addresses[0].String() != "100.64.0.1/32" || len(m.Peers) != 0 {
+			return "map " + peerIDs(m)
+		}
+		return ""
+	})
+	b.start(c, c.NoisePublicKey)
+	eventually(t, "a and b see each other with endpoints", func() string {
+		ma, mb := a.current(), b.current()
+		if ma == nil || mb == nil || len(ma.Peers) != 1 || len(mb.Peers) != 1 {
+			return "maps " + peerIDs(ma) + " / " + peerIDs(mb)
+		}
+		if len(ma.Peers[0].Endpoints) != 1 || ma.Peers[0].Endpoints[0].String() != "192.0.2.1:51820" {
+			return "no endpoint for b in a's map"
+		}
+		if !ma.Peers[0].NodeKey.Equal(b.node.NodePublic()) || ma.Peers[0].AllowedIPs[0].String() != "100.64.0.2/32" {
+			return "b's key or address wrong in a's map"
+		}
+		if mb.Self.Routes[0].String() != "100.64.0.0/24" || mb.Self.MTU != model.DefaultMTU {
+			return "b's routes or MTU wrong"
+		}
+		return ""
+	})
+
+	// Rotation: b makes a new key; a switches to it and the old key is gone.
+	old := b.node.NodePublic()
+	if _, err := c.State.RequestKeyRotation(context.Background(), "test", tn.ID, b.hello.NodeId); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a has b's new key", func() string {
+		ma := a.current()
+		b.mu.Lock()
+		nk := b.node.NodePublic()
+		b.mu.Unlock()
+		if nk.Equal(old) || !ma.Peers[0].NodeKey.Equal(nk) {
+			return "a still has " + ma.Peers[0].NodeKey.String()
+		}
+		n := c.State.World().Tenant(tn.ID).Node(b.hello.NodeId)
+		if !n.NodeKey.Equal(nk) || !n.RotateRequestedAt.IsZero() {
+			return "controller state not updated"
+		}
+		return ""
+	})
+
+	// Delete b: a drops it, b is told and stops for good.
+	if err := c.State.DeleteNode(context.Background(), "test", tn.ID, b.hello.NodeId); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a drops b", func() string {
+		if m := a.current(); len(m.Peers) != 0 {
+			return "a still has " + peerIDs(m)
+		}
+		return ""
+	})
+	select {
+	case err := <-b.done:
+		var ref *controlclient.RefusedError
+		if !errors.As(err, &ref) || ref.Code != "node_deleted" || !ref.Permanent() {
+			t.Fatalf("b's Run returned %v, want node_deleted", err)
+		}
+		b.done <- err
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's client did not stop after its node was deleted")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	c, tn, _ := setup(t)
+	ctx := context.Background()
+	nw := tn.Networks.All()[0]
+	_, expired, err := c.State.CreateEnrollmentKey(ctx, "test", model.EnrollmentKey{TenantID: tn.ID, NetworkID: nw.ID, ExpiresAt: time.Now().Add(time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "key expires", func() string {
+		if time.Now().Before(c.State.World().Tenant(tn.ID).Keys.All()[1].ExpiresAt) && time.Now().Before(c.State.World().Tenant(tn.ID).Keys.All()[0].ExpiresAt) {
+			return "not yet"
+		}
+		return ""
+	})
+	cases := []struct {
+		name, secret, controllerKey string
+		code, msg                   string
+		sentinel                    error
+	}{
+		{name: "expired key", secret: expired, code: "enroll_refused", msg: "expired"},
+		{name: "wrong secret", secret: "ek_nope.nope", code: "enroll_refused", msg: "unknown enrollment key"},
+		{name: "unknown machine", code: "machine_unknown", msg: "not enrolled"},
+		{name: "wrong controller key", secret: expired, controllerKey: func() string { p, _ := key.NewPrivate(); return p.MachinePublic().String() }(), sentinel: noiseconn.ErrControllerKey},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAgent(t, tc.secret)
+			ck := c.NoisePublicKey
+			if tc.controllerKey != "" {
+				ck = tc.controllerKey
+			}
+			a.start(c, ck)
+			var err error
+			select {
+			case err = <-a.done:
+				a.done <- err
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not stop")
+			}
+			if tc.sentinel != nil {
+				if !errors.Is(err, tc.sentinel) {
+					t.Fatalf("err = %v, want %v", err, tc.sentinel)
+				}
+				return
+			}
+			var ref *controlclient.RefusedError
+			if !errors.As(err, &ref) || ref.Code != tc.code || !strings.Contains(ref.Reason, tc.msg) {
+				t.Fatalf("err = %v, want code %s with %q", err, tc.code, tc.msg)
+			}
+		})
+	}
+	if n := c.State.World().Tenant(tn.ID).Nodes.Len(); n != 0 {
+		t.Fatalf("refused enrollments created %d nodes", n)
+	}
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func noiseDH(priv, pub []byte) noise.DHKey { return noise.DHKey{Private: priv, Public: pub} }
