@@ -131,7 +131,10 @@ type Device struct {
 // Open creates the WireGuard interface opts.Name in the network namespace of the
 // calling process, down and without addresses (datapath/route sets it up), and
 // without configuration (see Set). It fails with ErrInUse if a live device answers on
-// the name's UAPI socket, and removes the socket if it is stale.
+// the name's UAPI socket, and removes the socket if it is stale. A kernel WireGuard
+// link of that name, left by a previous run, is adopted (Set then fixes its
+// configuration); a link of another type is an error. ModeAuto falls back to
+// wireguard-go only when the kernel says it has no WireGuard, not on other errors.
 func Open(opts Options) (*Device, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -266,7 +269,8 @@ func (d *Device) serveUAPI() {
 	}
 }
 
-// wgLogger sends wireguard-go's log to log: its verbose lines at debug level.
+// wgLogger sends wireguard-go's log to log: its verbose lines at debug level, its
+// errors (mostly transient send and handshake failures) as warnings.
 func wgLogger(log *slog.Logger) *device.Logger {
 	log = log.With("component", "wireguard-go")
 	return &device.Logger{
@@ -275,7 +279,7 @@ func wgLogger(log *slog.Logger) *device.Logger {
 				log.Debug(fmt.Sprintf(format, args...))
 			}
 		},
-		Errorf: func(format string, args ...any) { log.Error(fmt.Sprintf(format, args...)) },
+		Errorf: func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
 	}
 }
 
