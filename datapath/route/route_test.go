@@ -2,19 +2,15 @@ package route
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/cvlan/cvlan/datapath/nl"
+	"github.com/cvlan/cvlan/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 func prefixes(s ...string) []netip.Prefix {
 	out := make([]netip.Prefix, len(s))
@@ -79,20 +75,7 @@ func setAndLog(t *testing.T, w *strings.Builder, r *Router, f *fakeKernel, title
 
 func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("transcript differs from %s (run go test -update to accept):\n--- got\n%s--- want\n%s", path, got, want)
-	}
+	golden.Check(t, name, got)
 }
 
 func TestGolden(t *testing.T) {
