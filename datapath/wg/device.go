@@ -320,7 +320,9 @@ func (d *Device) stop() error {
 	}
 	if d.dev != nil {
 		d.closing.Store(true)
-		if err := d.uapi.Close(); err != nil {
+		// wireguard-go's listener closes itself when its socket file goes away; a
+		// second close then reports os.ErrClosed, which is not a failure.
+		if err := d.uapi.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, fmt.Errorf("closing UAPI socket of %s: %w", d.name, err))
 		}
 		<-d.uapiDone
