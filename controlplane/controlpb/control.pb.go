@@ -449,10 +449,12 @@ func (*ClientMessage_KeepAlive) isClientMessage_Msg() {}
 
 // NetworkMap is everything a node needs, sent first on every connection.
 type NetworkMap struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Self          *Self                  `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
-	Peers         []*Peer                `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Self  *Self                  `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
+	Peers []*Peer                `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
+	// policy is this node's compiled policy (only its own part).
+	Policy        *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,6 +506,13 @@ func (x *NetworkMap) GetSelf() *Self {
 func (x *NetworkMap) GetPeers() []*Peer {
 	if x != nil {
 		return x.Peers
+	}
+	return nil
+}
+
+func (x *NetworkMap) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
 	}
 	return nil
 }
@@ -711,11 +720,13 @@ func (x *Peer) GetAllowedIps() []string {
 // MapDelta changes the last map: self when set replaces it, upsert adds or replaces
 // peers by node_id, remove drops peers by node_id.
 type MapDelta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Self          *Self                  `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
-	Upsert        []*Peer                `protobuf:"bytes,3,rep,name=upsert,proto3" json:"upsert,omitempty"`
-	Remove        []string               `protobuf:"bytes,4,rep,name=remove,proto3" json:"remove,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Seq    uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Self   *Self                  `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
+	Upsert []*Peer                `protobuf:"bytes,3,rep,name=upsert,proto3" json:"upsert,omitempty"`
+	Remove []string               `protobuf:"bytes,4,rep,name=remove,proto3" json:"remove,omitempty"`
+	// policy, when set, replaces the node's compiled policy.
+	Policy        *Policy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -778,6 +789,231 @@ func (x *MapDelta) GetRemove() []string {
 	return nil
 }
 
+func (x *MapDelta) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// Policy is one node's compiled policy (see policy/compiled.go): identities of
+// remote prefixes and decided (direction, identity, protocol, port range) entries;
+// what no entry accepts is denied.
+type Policy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Prefixes      []*IdentityPrefix      `protobuf:"bytes,2,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
+	Rules         []*RuleEntry           `protobuf:"bytes,3,rep,name=rules,proto3" json:"rules,omitempty"`
+	RuleNames     map[uint32]string      `protobuf:"bytes,4,rep,name=rule_names,json=ruleNames,proto3" json:"rule_names,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Policy) Reset() {
+	*x = Policy{}
+	mi := &file_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Policy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Policy) ProtoMessage() {}
+
+func (x *Policy) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Policy.ProtoReflect.Descriptor instead.
+func (*Policy) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Policy) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Policy) GetPrefixes() []*IdentityPrefix {
+	if x != nil {
+		return x.Prefixes
+	}
+	return nil
+}
+
+func (x *Policy) GetRules() []*RuleEntry {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *Policy) GetRuleNames() map[uint32]string {
+	if x != nil {
+		return x.RuleNames
+	}
+	return nil
+}
+
+// IdentityPrefix maps a remote prefix ("100.64.0.2/32") to a numeric identity.
+type IdentityPrefix struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Identity      uint32                 `protobuf:"varint,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityPrefix) Reset() {
+	*x = IdentityPrefix{}
+	mi := &file_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityPrefix) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityPrefix) ProtoMessage() {}
+
+func (x *IdentityPrefix) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityPrefix.ProtoReflect.Descriptor instead.
+func (*IdentityPrefix) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *IdentityPrefix) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *IdentityPrefix) GetIdentity() uint32 {
+	if x != nil {
+		return x.Identity
+	}
+	return 0
+}
+
+// RuleEntry is one decided port range; direction 0 is ingress, 1 egress; verdict 0
+// is deny, 1 accept; identity 0xffffffff matches any remote.
+type RuleEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Direction     uint32                 `protobuf:"varint,1,opt,name=direction,proto3" json:"direction,omitempty"`
+	Identity      uint32                 `protobuf:"varint,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Proto         uint32                 `protobuf:"varint,3,opt,name=proto,proto3" json:"proto,omitempty"`
+	PortLo        uint32                 `protobuf:"varint,4,opt,name=port_lo,json=portLo,proto3" json:"port_lo,omitempty"`
+	PortHi        uint32                 `protobuf:"varint,5,opt,name=port_hi,json=portHi,proto3" json:"port_hi,omitempty"`
+	Verdict       uint32                 `protobuf:"varint,6,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	RuleId        uint32                 `protobuf:"varint,7,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleEntry) Reset() {
+	*x = RuleEntry{}
+	mi := &file_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleEntry) ProtoMessage() {}
+
+func (x *RuleEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleEntry.ProtoReflect.Descriptor instead.
+func (*RuleEntry) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RuleEntry) GetDirection() uint32 {
+	if x != nil {
+		return x.Direction
+	}
+	return 0
+}
+
+func (x *RuleEntry) GetIdentity() uint32 {
+	if x != nil {
+		return x.Identity
+	}
+	return 0
+}
+
+func (x *RuleEntry) GetProto() uint32 {
+	if x != nil {
+		return x.Proto
+	}
+	return 0
+}
+
+func (x *RuleEntry) GetPortLo() uint32 {
+	if x != nil {
+		return x.PortLo
+	}
+	return 0
+}
+
+func (x *RuleEntry) GetPortHi() uint32 {
+	if x != nil {
+		return x.PortHi
+	}
+	return 0
+}
+
+func (x *RuleEntry) GetVerdict() uint32 {
+	if x != nil {
+		return x.Verdict
+	}
+	return 0
+}
+
+func (x *RuleEntry) GetRuleId() uint32 {
+	if x != nil {
+		return x.RuleId
+	}
+	return 0
+}
+
 // Endpoints reports where the agent's WireGuard listens ("addr:port").
 type Endpoints struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -788,7 +1024,7 @@ type Endpoints struct {
 
 func (x *Endpoints) Reset() {
 	*x = Endpoints{}
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1036,7 @@ func (x *Endpoints) String() string {
 func (*Endpoints) ProtoMessage() {}
 
 func (x *Endpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1049,7 @@ func (x *Endpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoints.ProtoReflect.Descriptor instead.
 func (*Endpoints) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{9}
+	return file_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Endpoints) GetEndpoints() []string {
@@ -833,7 +1069,7 @@ type NodeKeyRotated struct {
 
 func (x *NodeKeyRotated) Reset() {
 	*x = NodeKeyRotated{}
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1081,7 @@ func (x *NodeKeyRotated) String() string {
 func (*NodeKeyRotated) ProtoMessage() {}
 
 func (x *NodeKeyRotated) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1094,7 @@ func (x *NodeKeyRotated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKeyRotated.ProtoReflect.Descriptor instead.
 func (*NodeKeyRotated) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{10}
+	return file_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeKeyRotated) GetNodeKey() []byte {
@@ -877,7 +1113,7 @@ type KeepAlive struct {
 
 func (x *KeepAlive) Reset() {
 	*x = KeepAlive{}
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1125,7 @@ func (x *KeepAlive) String() string {
 func (*KeepAlive) ProtoMessage() {}
 
 func (x *KeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1138,7 @@ func (x *KeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAlive.ProtoReflect.Descriptor instead.
 func (*KeepAlive) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{11}
+	return file_control_proto_rawDescGZIP(), []int{14}
 }
 
 // Goodbye says why the controller closes the connection; code "node_deleted" means
@@ -917,7 +1153,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1165,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1178,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{12}
+	return file_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -991,12 +1227,13 @@ const file_control_proto_rawDesc = "" +
 	"\x10node_key_rotated\x18\x02 \x01(\v2 .cvlan.control.v1.NodeKeyRotatedH\x00R\x0enodeKeyRotated\x12<\n" +
 	"\n" +
 	"keep_alive\x18\x03 \x01(\v2\x1b.cvlan.control.v1.KeepAliveH\x00R\tkeepAliveB\x05\n" +
-	"\x03msg\"x\n" +
+	"\x03msg\"\xaa\x01\n" +
 	"\n" +
 	"NetworkMap\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x04self\x18\x02 \x01(\v2\x16.cvlan.control.v1.SelfR\x04self\x12,\n" +
-	"\x05peers\x18\x03 \x03(\v2\x16.cvlan.control.v1.PeerR\x05peers\"\x9d\x02\n" +
+	"\x05peers\x18\x03 \x03(\v2\x16.cvlan.control.v1.PeerR\x05peers\x120\n" +
+	"\x06policy\x18\x04 \x01(\v2\x18.cvlan.control.v1.PolicyR\x06policy\"\x9d\x02\n" +
 	"\x04Self\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -1016,12 +1253,33 @@ const file_control_proto_rawDesc = "" +
 	"\bnode_key\x18\x03 \x01(\fR\anodeKey\x12\x1c\n" +
 	"\tendpoints\x18\x04 \x03(\tR\tendpoints\x12\x1f\n" +
 	"\vallowed_ips\x18\x05 \x03(\tR\n" +
-	"allowedIps\"\x90\x01\n" +
+	"allowedIps\"\xc2\x01\n" +
 	"\bMapDelta\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x04self\x18\x02 \x01(\v2\x16.cvlan.control.v1.SelfR\x04self\x12.\n" +
 	"\x06upsert\x18\x03 \x03(\v2\x16.cvlan.control.v1.PeerR\x06upsert\x12\x16\n" +
-	"\x06remove\x18\x04 \x03(\tR\x06remove\")\n" +
+	"\x06remove\x18\x04 \x03(\tR\x06remove\x120\n" +
+	"\x06policy\x18\x05 \x01(\v2\x18.cvlan.control.v1.PolicyR\x06policy\"\x99\x02\n" +
+	"\x06Policy\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12<\n" +
+	"\bprefixes\x18\x02 \x03(\v2 .cvlan.control.v1.IdentityPrefixR\bprefixes\x121\n" +
+	"\x05rules\x18\x03 \x03(\v2\x1b.cvlan.control.v1.RuleEntryR\x05rules\x12F\n" +
+	"\n" +
+	"rule_names\x18\x04 \x03(\v2'.cvlan.control.v1.Policy.RuleNamesEntryR\truleNames\x1a<\n" +
+	"\x0eRuleNamesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
+	"\x0eIdentityPrefix\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\rR\bidentity\"\xc0\x01\n" +
+	"\tRuleEntry\x12\x1c\n" +
+	"\tdirection\x18\x01 \x01(\rR\tdirection\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\rR\bidentity\x12\x14\n" +
+	"\x05proto\x18\x03 \x01(\rR\x05proto\x12\x17\n" +
+	"\aport_lo\x18\x04 \x01(\rR\x06portLo\x12\x17\n" +
+	"\aport_hi\x18\x05 \x01(\rR\x06portHi\x12\x18\n" +
+	"\averdict\x18\x06 \x01(\rR\averdict\x12\x17\n" +
+	"\arule_id\x18\a \x01(\rR\x06ruleId\")\n" +
 	"\tEndpoints\x12\x1c\n" +
 	"\tendpoints\x18\x01 \x03(\tR\tendpoints\"+\n" +
 	"\x0eNodeKeyRotated\x12\x19\n" +
@@ -1043,7 +1301,7 @@ func file_control_proto_rawDescGZIP() []byte {
 	return file_control_proto_rawDescData
 }
 
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_control_proto_goTypes = []any{
 	(*ClientHello)(nil),    // 0: cvlan.control.v1.ClientHello
 	(*Enroll)(nil),         // 1: cvlan.control.v1.Enroll
@@ -1054,29 +1312,38 @@ var file_control_proto_goTypes = []any{
 	(*Self)(nil),           // 6: cvlan.control.v1.Self
 	(*Peer)(nil),           // 7: cvlan.control.v1.Peer
 	(*MapDelta)(nil),       // 8: cvlan.control.v1.MapDelta
-	(*Endpoints)(nil),      // 9: cvlan.control.v1.Endpoints
-	(*NodeKeyRotated)(nil), // 10: cvlan.control.v1.NodeKeyRotated
-	(*KeepAlive)(nil),      // 11: cvlan.control.v1.KeepAlive
-	(*Goodbye)(nil),        // 12: cvlan.control.v1.Goodbye
+	(*Policy)(nil),         // 9: cvlan.control.v1.Policy
+	(*IdentityPrefix)(nil), // 10: cvlan.control.v1.IdentityPrefix
+	(*RuleEntry)(nil),      // 11: cvlan.control.v1.RuleEntry
+	(*Endpoints)(nil),      // 12: cvlan.control.v1.Endpoints
+	(*NodeKeyRotated)(nil), // 13: cvlan.control.v1.NodeKeyRotated
+	(*KeepAlive)(nil),      // 14: cvlan.control.v1.KeepAlive
+	(*Goodbye)(nil),        // 15: cvlan.control.v1.Goodbye
+	nil,                    // 16: cvlan.control.v1.Policy.RuleNamesEntry
 }
 var file_control_proto_depIdxs = []int32{
 	1,  // 0: cvlan.control.v1.ClientHello.enroll:type_name -> cvlan.control.v1.Enroll
 	5,  // 1: cvlan.control.v1.ServerMessage.full_map:type_name -> cvlan.control.v1.NetworkMap
 	8,  // 2: cvlan.control.v1.ServerMessage.delta:type_name -> cvlan.control.v1.MapDelta
-	11, // 3: cvlan.control.v1.ServerMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
-	12, // 4: cvlan.control.v1.ServerMessage.goodbye:type_name -> cvlan.control.v1.Goodbye
-	9,  // 5: cvlan.control.v1.ClientMessage.endpoints:type_name -> cvlan.control.v1.Endpoints
-	10, // 6: cvlan.control.v1.ClientMessage.node_key_rotated:type_name -> cvlan.control.v1.NodeKeyRotated
-	11, // 7: cvlan.control.v1.ClientMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
+	14, // 3: cvlan.control.v1.ServerMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
+	15, // 4: cvlan.control.v1.ServerMessage.goodbye:type_name -> cvlan.control.v1.Goodbye
+	12, // 5: cvlan.control.v1.ClientMessage.endpoints:type_name -> cvlan.control.v1.Endpoints
+	13, // 6: cvlan.control.v1.ClientMessage.node_key_rotated:type_name -> cvlan.control.v1.NodeKeyRotated
+	14, // 7: cvlan.control.v1.ClientMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
 	6,  // 8: cvlan.control.v1.NetworkMap.self:type_name -> cvlan.control.v1.Self
 	7,  // 9: cvlan.control.v1.NetworkMap.peers:type_name -> cvlan.control.v1.Peer
-	6,  // 10: cvlan.control.v1.MapDelta.self:type_name -> cvlan.control.v1.Self
-	7,  // 11: cvlan.control.v1.MapDelta.upsert:type_name -> cvlan.control.v1.Peer
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 10: cvlan.control.v1.NetworkMap.policy:type_name -> cvlan.control.v1.Policy
+	6,  // 11: cvlan.control.v1.MapDelta.self:type_name -> cvlan.control.v1.Self
+	7,  // 12: cvlan.control.v1.MapDelta.upsert:type_name -> cvlan.control.v1.Peer
+	9,  // 13: cvlan.control.v1.MapDelta.policy:type_name -> cvlan.control.v1.Policy
+	10, // 14: cvlan.control.v1.Policy.prefixes:type_name -> cvlan.control.v1.IdentityPrefix
+	11, // 15: cvlan.control.v1.Policy.rules:type_name -> cvlan.control.v1.RuleEntry
+	16, // 16: cvlan.control.v1.Policy.rule_names:type_name -> cvlan.control.v1.Policy.RuleNamesEntry
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -1101,7 +1368,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
