@@ -50,9 +50,14 @@ bench: deps
 lab: deps build
 	scripts/lab.sh
 
-# Only packages that carry a bpf2go directive are regenerated; none do yet.
+# Only packages that carry a bpf2go directive are regenerated. The directives name the
+# pinned compiler (clang-19, from scripts/deps.sh); BPF2GO_* from the environment is
+# ignored so that every machine produces the same objects as the committed ones.
+BPF_CLANG := clang-19
 bpf:
-	@pkgs=$$( (grep -rl --include='*.go' -e '^//go:generate .*bpf2go' . || true) | xargs -r -n1 dirname | sort -u); \
+	@command -v $(BPF_CLANG) >/dev/null || { echo "bpf: $(BPF_CLANG) not found; run make deps"; exit 1; }
+	@unset BPF2GO_CC BPF2GO_STRIP BPF2GO_CFLAGS BPF2GO_MAKEBASE; \
+	pkgs=$$( (grep -rl --include='*.go' -e '^//go:generate .*bpf2go' . || true) | xargs -r -n1 dirname | sort -u); \
 	if [ -z "$$pkgs" ]; then echo "bpf: no bpf2go directives, nothing to regenerate"; exit 0; fi; \
 	for d in $$pkgs; do echo "go generate -run bpf2go $$d"; $(GO) generate -run bpf2go "$$d"; done
 

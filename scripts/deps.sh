@@ -20,6 +20,11 @@ PACKAGES=(
 	ca-certificates
 	# make proto: protoc for controlplane/controlpb (the Go plugin comes from go.mod).
 	protobuf-compiler
+	# make bpf: bpf2go compiles bpf/*.c with the pinned clang-19 and strips with
+	# llvm-strip-19; libbpf-dev has <bpf/bpf_helpers.h>, linux-libc-dev <linux/bpf.h>.
+	clang-19
+	llvm-19
+	libbpf-dev
 	# e2e tests and the lab: nft blocks paths between namespaces; ping checks reachability.
 	nftables
 	iputils-ping
