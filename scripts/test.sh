@@ -130,6 +130,11 @@ check_help() {
 	return "$rc"
 }
 
+# check_bpf_generated regenerates the eBPF objects and fails if that changes them.
+check_bpf_generated() {
+	make --no-print-directory bpf && git diff --exit-code -- '*_bpfel.go' '*_bpfel.o'
+}
+
 echo "test.sh: $(go version); CVLAN_REQUIRE_PRIVILEGED=${CVLAN_REQUIRE_PRIVILEGED:-}"
 CVLAN_TEST_POSTGRES_DSN=$(scripts/pg.sh start "$tmp/pg")
 export CVLAN_TEST_POSTGRES_DSN
@@ -139,6 +144,7 @@ step "go vet" go vet ./...
 step "gofmt" check_gofmt
 step "go test -race" go_test_all
 step "go test -race -v store" go_test_store
+step "make bpf unchanged" check_bpf_generated
 step "make build" make --no-print-directory build
 step "static binaries" check_static
 step "--help" check_help
