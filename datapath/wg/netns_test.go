@@ -57,6 +57,26 @@ func kernelHasWireGuard(t *testing.T, ns string) bool {
 	return false
 }
 
+// expectEnv, when set, names the implementation ("kernel" or "userspace") that a
+// device opened in ModeAuto must pick. The kernel matrix (scripts/kernel-matrix.sh)
+// sets it, so that a kernel that should have WireGuard cannot pass on the fallback.
+const expectEnv = "CVLAN_EXPECT_WIREGUARD"
+
+// checkExpected fails t if expectEnv is set and impl is not the implementation it
+// names.
+func checkExpected(t *testing.T, impl string) {
+	t.Helper()
+	switch want := os.Getenv(expectEnv); want {
+	case "":
+	case ImplKernel, ImplUserspace:
+		if impl != want {
+			t.Fatalf("ModeAuto picked %s WireGuard, but %s=%s", impl, expectEnv, want)
+		}
+	default:
+		t.Fatalf("%s=%q: want %q or %q", expectEnv, want, ImplKernel, ImplUserspace)
+	}
+}
+
 func linkExists(t *testing.T, ns, name string) bool {
 	t.Helper()
 	return exec.Command("ip", "-n", ns, "link", "show", "dev", name).Run() == nil
@@ -145,6 +165,9 @@ func TestModes(t *testing.T) {
 		if r.Err != "" || r.Impl != tc.want {
 			t.Fatalf("%q: Open = %+v, want implementation %s", tc.mode, r, tc.want)
 		}
+		if tc.mode == ModeAuto {
+			checkExpected(t, r.Impl)
+		}
 		if !linkExists(t, ns, name) {
 			t.Errorf("%q: no link %s after Open", tc.mode, name)
 		}
@@ -194,9 +217,11 @@ func TestOverlay(t *testing.T) {
 		h    *helper
 		name string
 	}{{a, nameA}, {b, nameB}} {
-		if r := x.h.must(helperRequest{Op: "open", Name: x.name}); r.Impl != want {
+		r := x.h.must(helperRequest{Op: "open", Name: x.name})
+		if r.Impl != want {
 			t.Fatalf("Open(%s) picked %s, want %s", x.name, r.Impl, want)
 		}
+		checkExpected(t, r.Impl)
 	}
 	if want == ImplUserspace {
 		// The UAPI socket directory is shared by all namespaces: nameA is taken in B too.
