@@ -18,6 +18,9 @@ func TestAgents(t *testing.T) {
 	}
 	nodes := l.waitNodes("a", "b", "c")
 	l.allPing(firstContact, nodes, "a", "b", "c")
+	for _, n := range []string{"a", "b", "c"} {
+		l.checkWireGuard(l.agents[n])
+	}
 	if m := l.metrics(l.agents["a"]); !strings.Contains(m, `wireguard="userspace"`) && !strings.Contains(m, `wireguard="kernel"`) ||
 		!strings.Contains(m, "cvlan_agent_peers 2") || !strings.Contains(m, "cvlan_agent_control_connected 1") {
 		t.Fatalf("agent a's metrics lack the implementation, 2 peers or the connection:\n%s", m)

@@ -184,6 +184,34 @@ func (l *lab) metrics(a *agent) string {
 	return out
 }
 
+// expectWireGuardEnv, when set, names the WireGuard implementation ("kernel" or
+// "userspace") every agent must report. The kernel matrix (scripts/kernel-matrix.sh)
+// sets it, so that a kernel that should have WireGuard cannot pass on the fallback.
+const expectWireGuardEnv = "CVLAN_EXPECT_WIREGUARD"
+
+var infoWireGuard = regexp.MustCompile(`(?m)^cvlan_agent_info\{[^}]*\bwireguard="([^"]*)"`)
+
+// checkWireGuard fails the test if expectWireGuardEnv is set and agent a's
+// cvlan_agent_info metric reports another implementation.
+func (l *lab) checkWireGuard(a *agent) {
+	l.t.Helper()
+	want := os.Getenv(expectWireGuardEnv)
+	if want == "" {
+		return
+	}
+	if want != "kernel" && want != "userspace" {
+		l.t.Fatalf("%s=%q: want \"kernel\" or \"userspace\"", expectWireGuardEnv, want)
+	}
+	m := l.metrics(a)
+	got := infoWireGuard.FindStringSubmatch(m)
+	if got == nil {
+		l.t.Fatalf("agent %s's metrics have no cvlan_agent_info with a wireguard label:\n%s", a.name, m)
+	}
+	if got[1] != want {
+		l.t.Fatalf("agent %s runs %s WireGuard, but %s=%s", a.name, got[1], expectWireGuardEnv, want)
+	}
+}
+
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
