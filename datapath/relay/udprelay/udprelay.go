@@ -258,14 +258,21 @@ func (sv *Server) read(p *pair, side session.Side) {
 }
 
 // waitReadable blocks until the socket is readable or closed, without buffers.
+//
+// RawConn.Read clears the poller's pending readiness before it first calls the
+// function, so the first call must look for queued datagrams itself (a zero-timeout
+// poll): one that arrived between the last empty read and now raised its edge
+// already and would otherwise never wake the reader.
 func (c *conn) waitReadable() error {
 	waited := false
-	return c.rc.Read(func(uintptr) bool {
+	return c.rc.Read(func(fd uintptr) bool {
 		if waited {
 			return true
 		}
 		waited = true
-		return false
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err != nil || n > 0 // on an error, let the next read report it
 	})
 }
 

@@ -285,3 +285,22 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("Open after CloseAll: %v, want ErrClosed", err)
 	}
 }
+
+// TestNoLostWakeup plays ping-pong through the relay, one datagram in flight at a
+// time, so that datagrams often arrive just as a reader goes back to waiting: none
+// may be left unread in a socket.
+func TestNoLostWakeup(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	f := newFixture(t, lo, 0)
+	sp := f.s.Spec()
+	portA, portB := netip.AddrPortFrom(lo, sp.Ports[0]), netip.AddrPortFrom(lo, sp.Ports[1])
+	a, b := peer(t, "udp4", "127.0.0.1:0"), peer(t, "udp4", "127.0.0.1:0")
+	f.bind(t, a, lo, session.SideA, 1)
+	f.bind(t, b, lo, session.SideB, 1)
+	for i := range 3000 {
+		send(t, a, portA, []byte{4, 0, 0, 0, byte(i)})
+		recv(t, b)
+		send(t, b, portB, []byte{4, 0, 0, 0, byte(i)})
+		recv(t, a)
+	}
+}
