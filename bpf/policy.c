@@ -1,0 +1,818 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * policy.c enforces one node's compiled policy (policy.NodePolicy) on the node's
+ * overlay interface: cvlan_ingress runs on packets arriving from the overlay,
+ * cvlan_egress on packets leaving into it. datapath/bpfpolicy loads these programs and
+ * fills their maps; its package doc describes the behaviour in prose.
+ *
+ * Per packet: parse (IPv4/IPv6, TCP/UDP/ICMP/ICMPv6) -> related ICMP error or
+ * conntrack reply? pass -> identity of the remote address (LPM, miss = world 0) ->
+ * rule (LPM over direction, protocol, identity, port prefix; the remote's identity
+ * first, then IdentityAny) -> accept: conntrack entry, per-rule counter, pass;
+ * deny or no rule: drop counted by reason.
+ *
+ * The identity tries and the rule trie exist in two generations (slots of
+ * ARRAY_OF_MAPS maps); policy_state.active, read once per packet, selects one. The
+ * loader fills the inactive slot and flips active with one map update.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Load-time constants, rewritten by the loader before the programs load. */
+
+/* Bytes before the IP header: 0 on L3 devices (WireGuard, TUN), 14 on Ethernet. */
+volatile const __u32 l2_len = 0;
+/* Idle time after which a conntrack entry no longer admits replies. */
+volatile const __u64 ct_timeout_tcp_ns = 6ULL * 3600 * 1000000000;
+volatile const __u64 ct_timeout_other_ns = 60ULL * 1000000000;
+/* Idle time after which a first fragment's verdict no longer admits later ones. */
+volatile const __u64 frag_timeout_ns = 30ULL * 1000000000;
+
+/* Shared with Go through bpf2go -type; the Go tables test their sizes. */
+enum drop_reason {
+	DROP_NO_RULE = 0,	    /* no rule entry for the packet: default deny */
+	DROP_DENY_RULE = 1,	    /* a deny rule entry matched */
+	DROP_MALFORMED = 2,	    /* truncated or inconsistent headers */
+	DROP_FRAGMENT = 3,	    /* non-first fragment without an admitted first one */
+	DROP_UNSUPPORTED_PROTO = 4, /* IP protocol other than TCP, UDP, ICMP(v6) */
+	DROP_UNSUPPORTED_L3 = 5,    /* neither IPv4 nor IPv6 */
+	DROP_NO_POLICY = 6,	    /* the active generation has no maps */
+	DROP_REASON_MAX,
+};
+
+enum pass_reason {
+	PASS_RULE = 0,	   /* an accept rule entry matched */
+	PASS_REPLY = 1,	   /* reply of a flow a rule accepted (conntrack) */
+	PASS_RELATED = 2,  /* ICMP error about a tracked flow */
+	PASS_FRAGMENT = 3, /* later fragment of an admitted first fragment */
+	PASS_L2 = 4,	   /* ARP and IPv6 neighbour discovery, Ethernet mode only */
+	PASS_REASON_MAX,
+};
+
+enum direction {
+	DIR_INGRESS = 0, /* remote is the source */
+	DIR_EGRESS = 1,	 /* remote is the destination */
+};
+
+enum verdict {
+	VERDICT_DENY = 0,
+	VERDICT_ACCEPT = 1,
+};
+
+/* The most rule ids one node's policy may use. */
+#define MAX_RULES 16384
+
+#define IDENTITY_WORLD 0
+#define IDENTITY_ANY 0xffffffff
+
+struct lpm4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct lpm6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* The rule trie's key. Data bits, in order: identity (32), dir (8), proto (8), port
+ * (16); prefixlen is 48 + the port prefix length. identity and port are big-endian. */
+struct rule_key {
+	__u32 prefixlen;
+	__be32 identity;
+	__u8 dir;
+	__u8 proto;
+	__be16 port;
+};
+
+struct rule_val {
+	__u32 rule_id;
+	__u8 verdict;
+	__u8 pad[3];
+};
+
+/* A flow, in canonical order: (addr_a, port_a) <= (addr_b, port_b). IPv4 addresses
+ * fill the first 4 bytes. Ports are in network byte order; ICMP echo carries the
+ * identifier as the requester's port and 0 as the responder's. */
+struct ct_key {
+	__u8 family;
+	__u8 proto;
+	__be16 port_a;
+	__be16 port_b;
+	__u16 pad;
+	__u8 addr_a[16];
+	__u8 addr_b[16];
+};
+
+struct ct_val {
+	__u64 last_seen; /* bpf_ktime_get_coarse_ns */
+	__u8 dir;	 /* enum direction of the packet that opened the flow */
+	__u8 src_is_a;	 /* that packet's source was (addr_a, port_a) */
+	__u8 pad[6];
+};
+
+struct frag_key {
+	__u8 family;
+	__u8 proto; /* IPv4 protocol, or the IPv6 fragment header's next header */
+	__u16 pad;
+	__u32 id;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct frag_val {
+	__u64 last_seen;
+	__u32 rule_id;
+	__u8 has_rule; /* rule_id is the accepting rule (not a reply) */
+	__u8 pad[3];
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* The one entry of policy_state. The programs read only active. */
+struct policy_state {
+	__u32 active; /* generation slot in use: 0 or 1 */
+	__u32 pad;
+	__s64 version;	  /* policy version of the active generation */
+	__u8 digest[32];  /* SHA-256 of the active generation's content */
+};
+
+#define ID4_TRIE_DEF \
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+	__uint(max_entries, 1); \
+	__type(key, struct lpm4_key); \
+	__type(value, __u32); \
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+
+#define ID6_TRIE_DEF \
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+	__uint(max_entries, 1); \
+	__type(key, struct lpm6_key); \
+	__type(value, __u32); \
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+
+#define RULE_TRIE_DEF \
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
+	__uint(max_entries, 1); \
+	__type(key, struct rule_key); \
+	__type(value, struct rule_val); \
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct policy_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct { ID4_TRIE_DEF });
+} id4_gens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct { ID6_TRIE_DEF });
+} id6_gens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct { RULE_TRIE_DEF });
+} rule_gens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
+/* Preallocated: a busy CPU never fails to count, and the loader can create the
+ * counters of a large policy in one go (no-prealloc per-CPU elements come from a cache
+ * that bulk updates from user space exhaust). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_RULES);
+	__type(key, __u32); /* rule id */
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rule_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_REASON_MAX);
+	__type(key, enum drop_reason);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} drop_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PASS_REASON_MAX);
+	__type(key, enum pass_reason);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pass_counters SEC(".maps");
+
+#define IPV6_MAX_EXT 6
+/* Headers are read in place. If they are not in the skb's linear data, the first
+ * PULL_LEN bytes are made linear; headers beyond those are treated as missing. */
+#define PULL_LEN 256
+#define MAX_HDR_OFF 0x3fff
+#define CT_REFRESH_NS 1000000000ULL
+
+#define FRAG_NONE 0
+#define FRAG_FIRST 1
+#define FRAG_LATER 2
+
+/* What parsing learnt about a packet. */
+struct pkt {
+	__u8 family; /* 4 or 6 */
+	__u8 proto;  /* TCP, UDP, ICMP or ICMPv6 */
+	__u8 frag;   /* FRAG_* */
+	__u8 frag_nh;
+	__be16 sport; /* ct ports, see struct ct_key */
+	__be16 dport;
+	__u16 rule_port; /* destination port, host order; 0 for ICMP */
+	__u8 icmp_type;
+	__u8 pad;
+	__u32 frag_id;
+	__u32 l4off; /* offset of the L4 header from skb->data */
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* Room for icmp_related, whose embedded packet and flow key would not fit on the
+ * stack beside its caller's. Programs do not nest on a CPU, so one slot per CPU does. */
+struct icmp_scratch {
+	struct pkt e;
+	struct ct_key k;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_scratch);
+} icmp_scratch SEC(".maps");
+
+/* pkt_hdr returns a pointer to len bytes at off in the packet, or NULL if the
+ * packet's linear data is shorter. len must be a constant. */
+static __always_inline const __u8 *pkt_hdr(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (off > MAX_HDR_OFF)
+		return NULL;
+	if (data + off + len > end)
+		return NULL;
+	return data + off;
+}
+
+static __always_inline void bump(void *map, __u32 idx, __u32 len)
+{
+	struct counter *c = bpf_map_lookup_elem(map, &idx);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline int drop(struct __sk_buff *skb, __u32 reason)
+{
+	bump(&drop_counters, reason, skb->len);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int pass(struct __sk_buff *skb, __u32 reason)
+{
+	bump(&pass_counters, reason, skb->len);
+	return TC_ACT_OK;
+}
+
+static __always_inline void count_rule(__u32 rule_id, __u32 len)
+{
+	struct counter *c = bpf_map_lookup_elem(&rule_counters, &rule_id);
+	if (!c) {
+		/* The loader creates an entry per rule of the policy; this covers a
+		 * counter map that was cleared behind its back. */
+		struct counter zero = {};
+		bpf_map_update_elem(&rule_counters, &rule_id, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&rule_counters, &rule_id);
+		if (!c)
+			return;
+	}
+	c->packets++;
+	c->bytes += len;
+}
+
+static __always_inline int is_icmp(__u8 family, __u8 proto)
+{
+	return (family == 4 && proto == IPPROTO_ICMP) || (family == 6 && proto == IPPROTO_ICMPV6);
+}
+
+static __always_inline int icmp_is_error(__u8 family, __u8 type)
+{
+	if (family == 4) /* unreachable, source quench, time exceeded, parameter problem */
+		return type == 3 || type == 4 || type == 11 || type == 12;
+	return type >= 1 && type <= 4; /* unreachable, too big, time exceeded, parameter */
+}
+
+/* l4_ports reads the transport header at off into p. hdr is the first 8 bytes. For
+ * ICMP echo the identifier becomes the requester's port (request: sport, reply:
+ * dport). Returns 0 or a drop reason. */
+static __always_inline int l4_ports(struct pkt *p, const __u8 *hdr)
+{
+	__be16 a, b;
+	__builtin_memcpy(&a, hdr, 2);
+	__builtin_memcpy(&b, hdr + 2, 2);
+	switch (p->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		p->sport = a;
+		p->dport = b;
+		p->rule_port = bpf_ntohs(b);
+		return 0;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		__be16 id;
+		__u8 type = hdr[0];
+		__u8 req = p->proto == IPPROTO_ICMP ? 8 : 128;
+		__u8 rep = p->proto == IPPROTO_ICMP ? 0 : 129;
+		__builtin_memcpy(&id, hdr + 4, 2);
+		p->icmp_type = type;
+		p->rule_port = 0;
+		p->sport = type == req ? id : 0;
+		p->dport = type == rep ? id : 0;
+		return 0;
+	}
+	}
+	return DROP_UNSUPPORTED_PROTO;
+}
+
+/* parse_l4 loads the transport header of a packet whose L4 header starts at off and
+ * whose IP packet ends at end. */
+static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 off, __u32 end)
+{
+	const __u8 *hdr;
+	__u32 need;
+
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		need = 20;
+		break;
+	case IPPROTO_UDP:
+		need = 8;
+		break;
+	case IPPROTO_ICMP:
+		if (p->family != 4)
+			return DROP_UNSUPPORTED_PROTO;
+		need = 8;
+		break;
+	case IPPROTO_ICMPV6:
+		if (p->family != 6)
+			return DROP_UNSUPPORTED_PROTO;
+		need = 8;
+		break;
+	default:
+		return DROP_UNSUPPORTED_PROTO;
+	}
+	if (off + need > end)
+		return DROP_MALFORMED;
+	if (need == 20) {
+		hdr = pkt_hdr(skb, off, 20);
+		if (!hdr || (hdr[12] >> 4) < 5) /* data offset */
+			return DROP_MALFORMED;
+	} else {
+		hdr = pkt_hdr(skb, off, 8);
+		if (!hdr)
+			return DROP_MALFORMED;
+	}
+	p->l4off = off;
+	return l4_ports(p, hdr);
+}
+
+/* ip_end returns where the IP packet that starts at off ends, given its declared
+ * length, or 0 if the packet is shorter than that. */
+static __always_inline __u32 ip_end(struct __sk_buff *skb, __u32 off, __u32 declared)
+{
+	if (declared == 0 && skb->gso_size) /* BIG TCP leaves the length field 0 */
+		return skb->len;
+	if (off + declared > skb->len)
+		return 0;
+	return off + declared;
+}
+
+static __always_inline int parse_v4(struct __sk_buff *skb, struct pkt *p, __u32 off)
+{
+	const __u8 *ip = pkt_hdr(skb, off, 20);
+	if (!ip)
+		return DROP_MALFORMED;
+	__u32 ihl = (ip[0] & 0xf) * 4;
+	if ((ip[0] >> 4) != 4 || ihl < 20)
+		return DROP_MALFORMED;
+	__u32 end = ip_end(skb, off, ((__u32)ip[2] << 8) | ip[3]);
+	if (end == 0 || off + ihl > end)
+		return DROP_MALFORMED;
+
+	p->family = 4;
+	p->proto = ip[9];
+	p->frag_nh = ip[9];
+	__builtin_memcpy(p->saddr, ip + 12, 4);
+	__builtin_memcpy(p->daddr, ip + 16, 4);
+
+	__u16 fo = ((__u16)ip[6] << 8) | ip[7];
+	p->frag_id = ((__u32)ip[4] << 8) | ip[5];
+	if (fo & 0x1fff) {
+		p->frag = FRAG_LATER;
+		return 0;
+	}
+	if (fo & 0x2000)
+		p->frag = FRAG_FIRST;
+	return parse_l4(skb, p, off + ihl, end);
+}
+
+static __always_inline int parse_v6(struct __sk_buff *skb, struct pkt *p, __u32 off)
+{
+	const __u8 *ip = pkt_hdr(skb, off, 40);
+	if (!ip)
+		return DROP_MALFORMED;
+	if ((ip[0] >> 4) != 6)
+		return DROP_MALFORMED;
+	__u32 plen = ((__u32)ip[4] << 8) | ip[5];
+	__u32 end = ip_end(skb, off, plen ? plen + 40 : 0);
+	if (end == 0)
+		return DROP_MALFORMED;
+
+	p->family = 6;
+	__builtin_memcpy(p->saddr, ip + 8, 16);
+	__builtin_memcpy(p->daddr, ip + 24, 16);
+
+	__u8 nh = ip[6];
+	off += 40;
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_EXT; i++) {
+		const __u8 *h;
+		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS &&
+		    nh != IPPROTO_FRAGMENT)
+			break;
+		if (off + 8 > end || !(h = pkt_hdr(skb, off, 8)))
+			return DROP_MALFORMED;
+		if (nh == IPPROTO_FRAGMENT) {
+			__u16 fo = ((__u16)h[2] << 8) | h[3];
+			p->frag_nh = h[0];
+			p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
+			if (fo & 0xfff8) {
+				p->proto = h[0];
+				p->frag = FRAG_LATER;
+				return 0;
+			}
+			if (fo & 1)
+				p->frag = FRAG_FIRST;
+			/* offset 0 and no more fragments: an atomic fragment, a whole packet */
+			off += 8;
+		} else {
+			off += ((__u32)h[1] + 1) * 8;
+		}
+		nh = h[0];
+	}
+	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+	    nh == IPPROTO_FRAGMENT)
+		return DROP_MALFORMED; /* more extension headers than IPV6_MAX_EXT */
+	p->proto = nh;
+	return parse_l4(skb, p, off, end);
+}
+
+/* ct_key_of fills k with p's flow in canonical order and returns whether p's source
+ * is side a. */
+static __always_inline int ct_key_of(struct ct_key *k, const struct pkt *p)
+{
+	int src_first = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 16; i++) {
+		if (p->saddr[i] != p->daddr[i]) {
+			src_first = p->saddr[i] < p->daddr[i];
+			break;
+		}
+	}
+	if (i == 16)
+		src_first = bpf_ntohs(p->sport) <= bpf_ntohs(p->dport);
+
+	k->family = p->family;
+	k->proto = p->proto;
+	if (src_first) {
+		k->port_a = p->sport;
+		k->port_b = p->dport;
+		__builtin_memcpy(k->addr_a, p->saddr, 16);
+		__builtin_memcpy(k->addr_b, p->daddr, 16);
+	} else {
+		k->port_a = p->dport;
+		k->port_b = p->sport;
+		__builtin_memcpy(k->addr_a, p->daddr, 16);
+		__builtin_memcpy(k->addr_b, p->saddr, 16);
+	}
+	return src_first;
+}
+
+/* now_ns is the time conntrack and fragment entries are stamped with: coarse
+ * (jiffies resolution), plenty for timeouts of seconds, and cheaper than reading the
+ * clocksource. */
+static __always_inline __u64 now_ns(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+static __always_inline int ct_live(const struct ct_val *v, __u8 proto, __u64 now)
+{
+	__u64 timeout = proto == IPPROTO_TCP ? ct_timeout_tcp_ns : ct_timeout_other_ns;
+	return now - v->last_seen < timeout;
+}
+
+/* icmp_related reports whether the ICMP error p carries, in its payload, a packet of
+ * a tracked flow that travelled the other way. Embedded IPv6 packets must carry their
+ * transport header directly after the IPv6 header. */
+static __noinline int icmp_related(struct __sk_buff *skb, const struct pkt *p, __u8 dir)
+{
+	__u32 zero = 0;
+	struct icmp_scratch *s = bpf_map_lookup_elem(&icmp_scratch, &zero);
+	if (!s)
+		return 0;
+	__builtin_memset(s, 0, sizeof(*s));
+	struct pkt *e = &s->e;
+	const __u8 *ip, *l4;
+	__u32 off = p->l4off + 8;
+	__u32 l4off;
+
+	e->family = p->family;
+	if (p->family == 4) {
+		if (!(ip = pkt_hdr(skb, off, 20)))
+			return 0;
+		__u32 ihl = (ip[0] & 0xf) * 4;
+		if ((ip[0] >> 4) != 4 || ihl < 20 || (((ip[6] << 8) | ip[7]) & 0x1fff))
+			return 0;
+		e->proto = ip[9];
+		__builtin_memcpy(e->saddr, ip + 12, 4);
+		__builtin_memcpy(e->daddr, ip + 16, 4);
+		l4off = off + ihl;
+	} else {
+		if (!(ip = pkt_hdr(skb, off, 40)))
+			return 0;
+		if ((ip[0] >> 4) != 6)
+			return 0;
+		e->proto = ip[6];
+		__builtin_memcpy(e->saddr, ip + 8, 16);
+		__builtin_memcpy(e->daddr, ip + 24, 16);
+		l4off = off + 40;
+	}
+	if (e->proto != IPPROTO_TCP && e->proto != IPPROTO_UDP && !is_icmp(e->family, e->proto))
+		return 0;
+	if (!(l4 = pkt_hdr(skb, l4off, 8)) || l4_ports(e, l4))
+		return 0;
+
+	int src_is_a = ct_key_of(&s->k, e);
+	struct ct_val *v = bpf_map_lookup_elem(&conntrack, &s->k);
+	if (!v || !ct_live(v, e->proto, now_ns()))
+		return 0;
+	/* The embedded packet went the other way than the error. If it is the flow's
+	 * opening direction, the flow opened in the other direction; if it is a reply,
+	 * the flow opened in the error's direction. */
+	if (src_is_a == v->src_is_a)
+		return v->dir != dir;
+	return v->dir == dir;
+}
+
+static __always_inline void frag_key_of(struct frag_key *k, const struct pkt *p)
+{
+	k->family = p->family;
+	k->proto = p->frag_nh;
+	k->id = p->frag_id;
+	__builtin_memcpy(k->saddr, p->saddr, 16);
+	__builtin_memcpy(k->daddr, p->daddr, 16);
+}
+
+/* admit_first remembers that a first fragment passed, so its later fragments do. */
+static __always_inline void admit_first(const struct pkt *p, __u64 now, __u32 rule_id, __u8 has_rule)
+{
+	if (p->frag != FRAG_FIRST)
+		return;
+	struct frag_key k = {};
+	struct frag_val v = {.last_seen = now, .rule_id = rule_id, .has_rule = has_rule};
+	frag_key_of(&k, p);
+	bpf_map_update_elem(&frags, &k, &v, BPF_ANY);
+}
+
+static __always_inline int later_fragment(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u64 now = now_ns();
+	struct frag_key k = {};
+	frag_key_of(&k, p);
+	struct frag_val *v = bpf_map_lookup_elem(&frags, &k);
+	if (!v || now - v->last_seen >= frag_timeout_ns)
+		return drop(skb, DROP_FRAGMENT);
+	v->last_seen = now;
+	if (v->has_rule)
+		count_rule(v->rule_id, skb->len);
+	return pass(skb, PASS_FRAGMENT);
+}
+
+/* The keys and result of the lookups of one packet. */
+struct lookup {
+	struct lpm4_key k4;
+	struct lpm6_key k6;
+	struct rule_key rk;
+	struct rule_val rv;
+};
+
+/* rule_any looks l->rk up again with IdentityAny, the fallback after a miss, and
+ * copies the entry into l->rv. A subprogram of its own, on the rarer path, because
+ * its signature is what puts struct lookup and the key types into BTF in full: clang
+ * describes types that only inner map definitions name as forward declarations,
+ * which loaders cannot size. */
+static __noinline int rule_any(void *rules, struct lookup *l)
+{
+	l->rk.identity = bpf_htonl(IDENTITY_ANY);
+	struct rule_val *rv = bpf_map_lookup_elem(rules, &l->rk);
+	if (!rv)
+		return 0;
+	l->rv = *rv;
+	return 1;
+}
+
+/* lookup_rule finds the rule entry for p in the active generation. It returns
+ * DROP_REASON_MAX with l->rv set, or a drop reason. */
+static __always_inline int lookup_rule(const struct pkt *p, __u8 dir, struct lookup *l)
+{
+	__u32 zero = 0;
+	struct policy_state *st = bpf_map_lookup_elem(&policy_state, &zero);
+	if (!st)
+		return DROP_NO_POLICY;
+	__u32 gen = st->active & 1; /* the one read of the selector */
+	void *ids = bpf_map_lookup_elem(p->family == 4 ? (void *)&id4_gens : (void *)&id6_gens, &gen);
+	void *rules = bpf_map_lookup_elem(&rule_gens, &gen);
+	if (!ids || !rules)
+		return DROP_NO_POLICY;
+
+	const __u8 *remote = dir == DIR_INGRESS ? p->saddr : p->daddr;
+	__u32 identity = IDENTITY_WORLD;
+	__u32 *idv;
+	if (p->family == 4) {
+		l->k4.prefixlen = 32;
+		__builtin_memcpy(l->k4.addr, remote, 4);
+		idv = bpf_map_lookup_elem(ids, &l->k4);
+	} else {
+		l->k6.prefixlen = 128;
+		__builtin_memcpy(l->k6.addr, remote, 16);
+		idv = bpf_map_lookup_elem(ids, &l->k6);
+	}
+	if (idv)
+		identity = *idv;
+
+	l->rk.prefixlen = 64;
+	l->rk.identity = bpf_htonl(identity);
+	l->rk.dir = dir;
+	l->rk.proto = p->proto;
+	l->rk.port = bpf_htons(p->rule_port);
+	struct rule_val *rv = bpf_map_lookup_elem(rules, &l->rk);
+	if (rv) {
+		l->rv = *rv;
+		return DROP_REASON_MAX;
+	}
+	if (!rule_any(rules, l))
+		return DROP_NO_RULE;
+	return DROP_REASON_MAX;
+}
+
+/* decide judges a parsed, unfragmented or first-fragment packet: a conntrack reply
+ * passes; otherwise the active generation's rules decide, and an accepted packet opens
+ * or refreshes its flow. A subprogram of its own so that its stack frame and the
+ * parser's are not added up. */
+static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir)
+{
+	struct ct_key ck = {};
+	int src_is_a = ct_key_of(&ck, p);
+	struct ct_val *cv = bpf_map_lookup_elem(&conntrack, &ck);
+	__u64 now = 0;
+	int live = 0;
+	if (cv) {
+		now = now_ns();
+		live = ct_live(cv, p->proto, now);
+	}
+	if (live && cv->dir != dir && cv->src_is_a != src_is_a) {
+		if (now - cv->last_seen > CT_REFRESH_NS)
+			cv->last_seen = now;
+		admit_first(p, now, 0, 0);
+		return pass(skb, PASS_REPLY);
+	}
+
+	struct lookup l = {};
+	int reason = lookup_rule(p, dir, &l);
+	if (reason != DROP_REASON_MAX)
+		return drop(skb, reason);
+	count_rule(l.rv.rule_id, skb->len);
+	if (l.rv.verdict != VERDICT_ACCEPT)
+		return drop(skb, DROP_DENY_RULE);
+	if (!now)
+		now = now_ns();
+
+	if (live && cv->dir == dir && cv->src_is_a == src_is_a) {
+		if (now - cv->last_seen > CT_REFRESH_NS)
+			cv->last_seen = now;
+	} else if (!live) {
+		struct ct_val nv = {.last_seen = now, .dir = dir, .src_is_a = src_is_a};
+		bpf_map_update_elem(&conntrack, &ck, &nv, BPF_ANY);
+	}
+	admit_first(p, now, l.rv.rule_id, 1);
+	return pass(skb, PASS_RULE);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 off = l2_len;
+	__be16 l3;
+
+	/* Make the headers linear if they are not (rare: GRO and TUN keep them so). */
+	__u32 want = skb->len < PULL_LEN ? skb->len : PULL_LEN;
+	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, want);
+
+	if (off) {
+		const __u8 *eth = pkt_hdr(skb, 12, 2);
+		if (!eth)
+			return drop(skb, DROP_MALFORMED);
+		__builtin_memcpy(&l3, eth, 2);
+	} else {
+		l3 = skb->protocol;
+	}
+
+	struct pkt p = {};
+	int reason;
+	if (l3 == bpf_htons(ETH_P_IP))
+		reason = parse_v4(skb, &p, off);
+	else if (l3 == bpf_htons(ETH_P_IPV6))
+		reason = parse_v6(skb, &p, off);
+	else if (off && l3 == bpf_htons(ETH_P_ARP))
+		return pass(skb, PASS_L2);
+	else
+		return drop(skb, DROP_UNSUPPORTED_L3);
+	if (reason)
+		return drop(skb, reason);
+
+	if (p.frag == FRAG_LATER)
+		return later_fragment(skb, &p);
+
+	if (is_icmp(p.family, p.proto)) {
+		/* Neighbour discovery (router/neighbour solicitation and advertisement,
+		 * redirect) is link plumbing on Ethernet; L3 devices never see it. */
+		if (off && p.family == 6 && p.icmp_type >= 133 && p.icmp_type <= 137)
+			return pass(skb, PASS_L2);
+		if (icmp_is_error(p.family, p.icmp_type) && icmp_related(skb, &p, dir)) {
+			admit_first(&p, now_ns(), 0, 0);
+			return pass(skb, PASS_RELATED);
+		}
+	}
+
+	return decide(skb, &p, dir);
+}
+
+SEC("tc")
+int cvlan_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+SEC("tc")
+int cvlan_egress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+char __license[] SEC("license") = "GPL";
