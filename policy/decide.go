@@ -118,8 +118,9 @@ type endResult struct {
 
 // combine joins the two ends' checks: a flow passes if every enforcing end accepts
 // it (no end enforces a flow between two addresses outside the overlay: denied).
-// The deciding rule is named by the destination's end unless only the source's is
-// simple (one address, no routes), which makes its check exact.
+// The verdict and rule are named by the destination's end, unless only the source's
+// end is simple (one address, no routes), which makes its check exact; a denied
+// flow is named by the first end, in that order, that denies it.
 func combine(dst, src endResult) (Verdict, string) {
 	order := []endResult{dst, src}
 	if !dst.simple && src.simple {
@@ -129,19 +130,12 @@ func combine(dst, src endResult) (Verdict, string) {
 	if len(order) == 0 {
 		return Deny, ""
 	}
-	accept := true
 	for _, e := range order {
-		accept = accept && e.verdict == Accept
-	}
-	if accept {
-		return Accept, order[0].rule
-	}
-	for _, e := range order {
-		if e.verdict == Deny && e.rule != "" {
+		if e.verdict != Accept {
 			return Deny, e.rule
 		}
 	}
-	return Deny, ""
+	return Accept, order[0].rule
 }
 
 // Decide answers whether a packet from src to dst with IP protocol proto and

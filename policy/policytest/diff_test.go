@@ -55,7 +55,13 @@ func newSim(t *testing.T, id string, np *policy.NodePolicy) *simNode {
 	s.prefixes = slices.Clone(np.Prefixes)
 	sort.SliceStable(s.prefixes, func(i, j int) bool { return s.prefixes[i].Prefix.Bits() > s.prefixes[j].Prefix.Bits() })
 	seen := map[netip.Prefix]bool{}
-	for _, p := range np.Prefixes {
+	for i, p := range np.Prefixes {
+		if i > 0 {
+			q := np.Prefixes[i-1].Prefix
+			if c := q.Addr().Compare(p.Prefix.Addr()); c > 0 || c == 0 && q.Bits() > p.Prefix.Bits() {
+				t.Fatalf("node %s: prefixes out of order: %s before %s", id, q, p.Prefix)
+			}
+		}
 		if seen[p.Prefix] {
 			t.Fatalf("node %s: prefix %s twice", id, p.Prefix)
 		}
@@ -247,12 +253,7 @@ func (dp *dataPath) decide(pk policytest.Packet) (policy.Verdict, string) {
 	}
 	for _, e := range order {
 		if e.v != policy.Accept {
-			for _, e := range order {
-				if e.rule != "" && e.v == policy.Deny {
-					return policy.Deny, e.rule
-				}
-			}
-			return policy.Deny, ""
+			return policy.Deny, e.rule
 		}
 	}
 	return policy.Accept, order[0].rule

@@ -211,8 +211,9 @@ type result struct {
 	simple  bool
 }
 
-// join: both present ends must accept; the rule is named by the destination's end
-// unless only the source's end is simple.
+// join: both present ends must accept; the verdict is named by the destination's
+// end unless only the source's end is simple, and a denial by the first end in
+// that order that denies.
 func join(dst, src result) (policy.Verdict, string) {
 	first, second := dst, src
 	if !dst.simple && src.simple {
@@ -229,12 +230,7 @@ func join(dst, src result) (policy.Verdict, string) {
 	}
 	for _, r := range ends {
 		if r.verdict != policy.Accept {
-			for _, r := range ends {
-				if r.verdict == policy.Deny && r.rule != "" {
-					return policy.Deny, r.rule
-				}
-			}
-			return policy.Deny, ""
+			return policy.Deny, r.rule
 		}
 	}
 	return policy.Accept, ends[0].rule
