@@ -36,6 +36,8 @@ type Compiled struct {
 	atoms     atoms
 	hostOwner map[netip.Addr]int32
 	routes    []ownedRoute // sorted by prefix length, longest first, then node
+	// prefixes are all remote prefixes, sorted, each with its class's identity.
+	prefixes []IdentityPrefix
 
 	// last is the most recent node view: the controller asks for a node's Peers
 	// and then for its Node, and they share it.
@@ -448,10 +450,13 @@ func (c *Compiled) classify() {
 		renum[old] = int32(newID)
 		c.classes[newID] = in.classes[old]
 	}
+	c.prefixes = make([]IdentityPrefix, 0, len(prefixClass))
 	for p, id := range prefixClass {
 		cl := &c.classes[renum[id]]
 		cl.prefixes = append(cl.prefixes, p)
+		c.prefixes = append(c.prefixes, IdentityPrefix{Prefix: p, Identity: ident(renum[id])})
 	}
+	slices.SortFunc(c.prefixes, func(a, b IdentityPrefix) int { return comparePrefix(a.Prefix, b.Prefix) })
 	for f := range 2 {
 		c.world[f] = renum[c.world[f]]
 	}

@@ -335,6 +335,7 @@ func (c *Compiled) nodePolicy(v *view) *NodePolicy {
 		d  *decision
 	}
 	items := make([]item, 0, len(v.groups)+2)
+	var worlds []IdentityPrefix
 	nPrefixes, nRules := 0, 0
 	for g := range v.groups {
 		items = append(items, item{ident(v.groups[g].rep), &v.groups[g].d})
@@ -348,7 +349,7 @@ func (c *Compiled) nodePolicy(v *view) *NodePolicy {
 		for f := range 2 {
 			if v.worldEntries(c, f) {
 				items = append(items, item{ident(c.world[f]), &v.any[f]})
-				np.Prefixes = append(np.Prefixes, IdentityPrefix{Prefix: worldPrefix[f], Identity: ident(c.world[f])})
+				worlds = append(worlds, IdentityPrefix{Prefix: worldPrefix[f], Identity: ident(c.world[f])})
 			}
 		}
 	}
@@ -375,15 +376,34 @@ func (c *Compiled) nodePolicy(v *view) *NodePolicy {
 			}
 		}
 	}
-	np.Prefixes = slices.Grow(np.Prefixes, nPrefixes)
-	for _, g := range v.groups {
-		for _, x := range g.classes {
-			for _, p := range c.classes[x].prefixes {
-				np.Prefixes = append(np.Prefixes, IdentityPrefix{Prefix: p, Identity: ident(g.rep)})
+	np.Prefixes = make([]IdentityPrefix, 0, nPrefixes+len(worlds))
+	if nPrefixes > len(c.prefixes)/8 {
+		// Most prefixes are in: filter the sorted list rather than sort.
+		rep := make([]int32, len(c.classes))
+		for g := range v.groups {
+			for _, x := range v.groups[g].classes {
+				rep[x] = v.groups[g].rep + 1
 			}
 		}
+		for _, p := range c.prefixes {
+			if r := rep[p.Identity-1]; r > 0 {
+				np.Prefixes = append(np.Prefixes, IdentityPrefix{Prefix: p.Prefix, Identity: ident(r - 1)})
+			}
+		}
+	} else {
+		for _, g := range v.groups {
+			for _, x := range g.classes {
+				for _, p := range c.classes[x].prefixes {
+					np.Prefixes = append(np.Prefixes, IdentityPrefix{Prefix: p, Identity: ident(g.rep)})
+				}
+			}
+		}
+		slices.SortFunc(np.Prefixes, func(a, b IdentityPrefix) int { return comparePrefix(a.Prefix, b.Prefix) })
 	}
-	slices.SortFunc(np.Prefixes, func(a, b IdentityPrefix) int { return comparePrefix(a.Prefix, b.Prefix) })
+	for _, w := range worlds {
+		i, _ := slices.BinarySearchFunc(np.Prefixes, w, func(a, b IdentityPrefix) int { return comparePrefix(a.Prefix, b.Prefix) })
+		np.Prefixes = slices.Insert(np.Prefixes, i, w)
+	}
 	return np
 }
 
