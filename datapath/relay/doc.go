@@ -79,6 +79,10 @@
 // address per side. The relay does not allocate ports or check tenancy: it serves
 // what Set lists and nothing else.
 //
+// The relay does not authenticate relayed data, only binds: whoever can spoof a bound
+// endpoint's address and port can send to the other side, exactly as on a direct
+// path. WireGuard authenticates every packet end to end, so that gains nothing.
+//
 // This package must never relay between endpoints that have not both bound with
 // valid tokens, never write an XDP entry for a session that is not in the table, and
 // never leave the program attached after Close.

@@ -259,3 +259,31 @@ func TestExpiryAndEviction(t *testing.T) {
 		t.Errorf("after removal: %+v", st)
 	}
 }
+
+// TestAutoFallsBack checks --xdp=auto: generic where native is impossible (lo has no
+// driver XDP), the Go path alone where nothing attaches; native fails instead.
+func TestAutoFallsBack(t *testing.T) {
+	tp := newTopo(t, "f")
+	var auto, none *Relay
+	mustIn(t, tp.nsR, func() (err error) {
+		if auto, err = New(Options{XDP: xdprelay.ModeAuto, Interfaces: []string{"lo"}}); err != nil {
+			return err
+		}
+		if none, err = New(Options{XDP: xdprelay.ModeAuto, Interfaces: []string{"cvnosuch0"}}); err != nil {
+			return err
+		}
+		if r, err := New(Options{XDP: xdprelay.ModeNative, Interfaces: []string{"lo"}}); err == nil {
+			r.Close()
+			t.Error("native mode on lo succeeded")
+		}
+		return nil
+	})
+	defer auto.Close()
+	defer none.Close()
+	if a := auto.XDP(); len(a) != 1 || a[0].Interface != "lo" || a[0].Mode != xdprelay.ModeGeneric {
+		t.Errorf("auto on lo attached %+v, want generic on lo", a)
+	}
+	if a := none.XDP(); len(a) != 0 {
+		t.Errorf("auto on a missing interface attached %+v", a)
+	}
+}
