@@ -6,14 +6,14 @@
  * fills their maps; its package doc describes the behaviour in prose.
  *
  * Per packet: parse (IPv4/IPv6, TCP/UDP/ICMP/ICMPv6) -> related ICMP error or
- * conntrack reply? pass -> identity of the remote address (LPM, miss = world 0) ->
- * rule (LPM over direction, protocol, identity, port prefix; the remote's identity
- * first, then IdentityAny) -> accept: conntrack entry, per-rule counter, pass;
- * deny or no rule: drop counted by reason.
+ * conntrack reply? pass -> identity of the remote address (host hash, then LPM
+ * tries; miss = world 0) -> rule (LPM over identity, direction, protocol, port
+ * prefix; the remote's identity first, then IdentityAny) -> accept: conntrack entry,
+ * per-rule counter, pass; deny or no rule: drop counted by reason.
  *
- * The identity tries and the rule trie exist in two generations (slots of
- * ARRAY_OF_MAPS maps); policy_state.active, read once per packet, selects one. The
- * loader fills the inactive slot and flips active with one map update.
+ * The host hash, the identity tries and the rule trie exist in two generations
+ * (slots of ARRAY_OF_MAPS maps); policy_state.active, read once per packet, selects
+ * one. The loader fills the inactive slot and flips active with one map update.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -77,6 +77,13 @@ struct lpm4_key {
 
 struct lpm6_key {
 	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* A host address (an IPv4 /32 or IPv6 /128 prefix): looked up by hash, before the
+ * tries, which hold the shorter prefixes only. IPv4 fills the first 4 bytes. */
+struct host_key {
+	__u32 family; /* 4 or 6 */
 	__u8 addr[16];
 };
 
@@ -145,6 +152,12 @@ struct policy_state {
 	__u8 digest[32];  /* SHA-256 of the active generation's content */
 };
 
+#define HOST_HASH_DEF \
+	__uint(type, BPF_MAP_TYPE_HASH); \
+	__uint(max_entries, 1); \
+	__type(key, struct host_key); \
+	__type(value, __u32);
+
 #define ID4_TRIE_DEF \
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
 	__uint(max_entries, 1); \
@@ -173,6 +186,14 @@ struct {
 	__type(value, struct policy_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policy_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct { HOST_HASH_DEF });
+} host_gens SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -646,6 +667,7 @@ static __always_inline int later_fragment(struct __sk_buff *skb, const struct pk
 
 /* The keys and result of the lookups of one packet. */
 struct lookup {
+	struct host_key hk;
 	struct lpm4_key k4;
 	struct lpm6_key k6;
 	struct rule_key rk;
@@ -676,22 +698,29 @@ static __always_inline int lookup_rule(const struct pkt *p, __u8 dir, struct loo
 	if (!st)
 		return DROP_NO_POLICY;
 	__u32 gen = st->active & 1; /* the one read of the selector */
+	void *hosts = bpf_map_lookup_elem(&host_gens, &gen);
 	void *ids = bpf_map_lookup_elem(p->family == 4 ? (void *)&id4_gens : (void *)&id6_gens, &gen);
 	void *rules = bpf_map_lookup_elem(&rule_gens, &gen);
-	if (!ids || !rules)
+	if (!hosts || !ids || !rules)
 		return DROP_NO_POLICY;
 
+	/* A host prefix is the longest there is, so a hit in the host hash is the
+	 * answer; the tries hold only the shorter prefixes. */
 	const __u8 *remote = dir == DIR_INGRESS ? p->saddr : p->daddr;
 	__u32 identity = IDENTITY_WORLD;
-	__u32 *idv;
-	if (p->family == 4) {
-		l->k4.prefixlen = 32;
-		__builtin_memcpy(l->k4.addr, remote, 4);
-		idv = bpf_map_lookup_elem(ids, &l->k4);
-	} else {
-		l->k6.prefixlen = 128;
-		__builtin_memcpy(l->k6.addr, remote, 16);
-		idv = bpf_map_lookup_elem(ids, &l->k6);
+	l->hk.family = p->family;
+	__builtin_memcpy(l->hk.addr, remote, 16);
+	__u32 *idv = bpf_map_lookup_elem(hosts, &l->hk);
+	if (!idv) {
+		if (p->family == 4) {
+			l->k4.prefixlen = 32;
+			__builtin_memcpy(l->k4.addr, remote, 4);
+			idv = bpf_map_lookup_elem(ids, &l->k4);
+		} else {
+			l->k6.prefixlen = 128;
+			__builtin_memcpy(l->k6.addr, remote, 16);
+			idv = bpf_map_lookup_elem(ids, &l->k6);
+		}
 	}
 	if (idv)
 		identity = *idv;

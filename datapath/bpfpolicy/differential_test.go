@@ -28,6 +28,9 @@ func randomPolicy(r *rand.Rand, version int64) *policy.NodePolicy {
 			a = netip.AddrFrom16([16]byte{0xfd, 0, 0, byte(r.IntN(4)), 15: byte(r.IntN(256))})
 			bits = 8 + r.IntN(121)
 		}
+		if r.IntN(3) == 0 { // host prefixes go to the host hash, not the tries
+			bits = a.BitLen()
+		}
 		pfx := netip.PrefixFrom(a, bits).Masked()
 		if seen[pfx] {
 			continue

@@ -18,8 +18,9 @@
 //     IPv4 source quench) whose quoted packet belongs to a tracked flow and
 //     travelled the other way passes ("related").
 //  4. A packet that travels against a tracked flow (a reply) passes ("reply").
-//  5. Otherwise the remote address is looked up in the identity trie of its family
-//     (longest prefix; no match is policy.IdentityWorld), then (direction, protocol,
+//  5. Otherwise the remote address is looked up among the host prefixes (/32, /128)
+//     and then in the identity trie of its family (longest prefix; no match is
+//     policy.IdentityWorld), then (direction, protocol,
 //     identity, destination port) in the rule trie, and on a miss the same with
 //     policy.IdentityAny. ICMP matches with port 0. No entry: dropped ("no_rule");
 //     a deny entry: dropped ("deny_rule"); an accept entry: passes and opens or
@@ -55,13 +56,14 @@
 //
 // # Maps and the generation switch
 //
-// Identities (one LPM trie per family) and rules (one LPM trie keyed by identity,
-// direction, protocol and a port prefix: the loader splits each port range into
-// prefixes) exist in two generations, the two slots of ARRAY_OF_MAPS maps
-// (id4_gens, id6_gens, rule_gens). policy_state holds the active slot, which a packet
-// reads once. Set writes the new policy into fresh tries, puts them into the inactive
-// slot, flips the active slot with one update, and waits until no packet still uses
-// the old generation: a packet is judged by one policy, never by a mixture.
+// Identities (host prefixes in a hash, shorter prefixes in one LPM trie per family)
+// and rules (one LPM trie keyed by identity, direction, protocol and a port prefix:
+// the loader splits each port range into prefixes) exist in two generations, the
+// two slots of ARRAY_OF_MAPS maps (host_gens, id4_gens, id6_gens, rule_gens).
+// policy_state holds the active slot, which a packet reads once. Set writes the new
+// policy into fresh maps, puts them into the inactive slot, flips the active slot
+// with one update, and waits until no packet still uses the old generation: a
+// packet is judged by one policy, never by a mixture.
 // policy_state also keeps the version and a digest of the content, so that Set after
 // a restart knows what is already enforced.
 //

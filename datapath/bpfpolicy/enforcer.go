@@ -156,22 +156,62 @@ func loadSpec(l2 bool) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// generation maps: the outer map of each trie and the name of its inner maps.
-func (e *Enforcer) outers() [3]struct {
+// genMap is one map of a generation: its outer map (two slots) and, for install,
+// how many entries its inner map gets and how they are written.
+type genMap struct {
 	outer *ebpf.Map
 	name  string
-} {
-	return [3]struct {
-		outer *ebpf.Map
-		name  string
-	}{
-		{e.objs.Id4Gens, policyMapId4Gens},
-		{e.objs.Id6Gens, policyMapId6Gens},
-		{e.objs.RuleGens, policyMapRuleGens},
-	}
+	n     int
+	fill  func(*ebpf.Map) error
 }
 
-// newInner creates an empty trie for the generation slots of outer map name, sized
+// genMaps returns the maps of a generation, filled from g if it is not nil.
+func (e *Enforcer) genMaps(g *generation) []genMap {
+	ms := []genMap{
+		{outer: e.objs.HostGens, name: policyMapHostGens},
+		{outer: e.objs.Id4Gens, name: policyMapId4Gens},
+		{outer: e.objs.Id6Gens, name: policyMapId6Gens},
+		{outer: e.objs.RuleGens, name: policyMapRuleGens},
+	}
+	if g == nil {
+		return ms
+	}
+	ms[0].n, ms[0].fill = len(g.Hosts), func(m *ebpf.Map) error {
+		for _, en := range g.Hosts {
+			if err := m.Put(&en.Key, en.Identity); err != nil {
+				return fmt.Errorf("writing identity of host %x: %w", en.Key.Addr, err)
+			}
+		}
+		return nil
+	}
+	ms[1].n, ms[1].fill = len(g.V4), func(m *ebpf.Map) error {
+		for _, en := range g.V4 {
+			if err := m.Put(&en.Key, en.Identity); err != nil {
+				return fmt.Errorf("writing identity of %v/%d: %w", en.Key.Addr, en.Key.Prefixlen, err)
+			}
+		}
+		return nil
+	}
+	ms[2].n, ms[2].fill = len(g.V6), func(m *ebpf.Map) error {
+		for _, en := range g.V6 {
+			if err := m.Put(&en.Key, en.Identity); err != nil {
+				return fmt.Errorf("writing identity of %x/%d: %w", en.Key.Addr, en.Key.Prefixlen, err)
+			}
+		}
+		return nil
+	}
+	ms[3].n, ms[3].fill = len(g.Rules), func(m *ebpf.Map) error {
+		for _, en := range g.Rules {
+			if err := m.Put(&en.Key, &en.Val); err != nil {
+				return fmt.Errorf("writing rule %d: %w", en.Val.RuleId, err)
+			}
+		}
+		return nil
+	}
+	return ms
+}
+
+// newInner creates an empty map for the generation slots of outer map name, sized
 // for n entries.
 func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 	outer, ok := e.spec.Maps[name]
@@ -179,7 +219,7 @@ func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("collection has no map-in-map %s", name)
 	}
 	s := outer.InnerMap.Copy()
-	s.Name = name[:3] // id4, id6, rul: the kernel's name for the inner tries
+	s.Name = name[:4] // host, id4_, id6_, rule: the kernel's name for the inner maps
 	s.MaxEntries = uint32(max(n, 1))
 	s.Pinning = ebpf.PinNone
 	m, err := ebpf.NewMap(s)
@@ -192,7 +232,7 @@ func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 // fillGenerations gives every empty generation slot an empty trie, so that a fresh
 // pin directory denies with DROP_NO_RULE rather than DROP_NO_POLICY.
 func (e *Enforcer) fillGenerations() error {
-	for _, o := range e.outers() {
+	for _, o := range e.genMaps(nil) {
 		for slot := uint32(0); slot < 2; slot++ {
 			var id uint32
 			err := o.outer.Lookup(slot, &id)
@@ -253,7 +293,7 @@ func (e *Enforcer) Set(p *policy.NodePolicy) error {
 		return fmt.Errorf("bpfpolicy: installing policy version %d: %w", g.Version, err)
 	}
 	e.log.Info("policy installed", "version", g.Version, "generation", st.Active,
-		"prefixes", len(g.V4)+len(g.V6), "rule_entries", len(g.Rules), "rules", len(g.RuleIDs))
+		"prefixes", len(g.Hosts)+len(g.V4)+len(g.V6), "rule_entries", len(g.Rules), "rules", len(g.RuleIDs))
 	return nil
 }
 
@@ -261,34 +301,23 @@ func (e *Enforcer) Set(p *policy.NodePolicy) error {
 // current state and becomes the new one.
 func (e *Enforcer) install(g *generation, st *policyPolicyState) error {
 	next := st.Active&1 ^ 1
-	id4, err := e.newInner(policyMapId4Gens, len(g.V4))
-	if err != nil {
-		return err
-	}
-	defer id4.Close()
-	for _, en := range g.V4 {
-		if err := id4.Put(&en.Key, en.Identity); err != nil {
-			return fmt.Errorf("writing identity of %v/%d: %w", en.Key.Addr, en.Key.Prefixlen, err)
+	ms := e.genMaps(g)
+	inners := make([]*ebpf.Map, len(ms))
+	defer func() {
+		for _, m := range inners {
+			if m != nil {
+				m.Close()
+			}
 		}
-	}
-	id6, err := e.newInner(policyMapId6Gens, len(g.V6))
-	if err != nil {
-		return err
-	}
-	defer id6.Close()
-	for _, en := range g.V6 {
-		if err := id6.Put(&en.Key, en.Identity); err != nil {
-			return fmt.Errorf("writing identity of %x/%d: %w", en.Key.Addr, en.Key.Prefixlen, err)
+	}()
+	for i, gm := range ms {
+		m, err := e.newInner(gm.name, gm.n)
+		if err != nil {
+			return err
 		}
-	}
-	rules, err := e.newInner(policyMapRuleGens, len(g.Rules))
-	if err != nil {
-		return err
-	}
-	defer rules.Close()
-	for _, en := range g.Rules {
-		if err := rules.Put(&en.Key, &en.Val); err != nil {
-			return fmt.Errorf("writing rule %d: %w", en.Val.RuleId, err)
+		inners[i] = m
+		if err := gm.fill(m); err != nil {
+			return err
 		}
 	}
 	if err := e.ensureCounters(g.RuleIDs); err != nil {
@@ -296,13 +325,9 @@ func (e *Enforcer) install(g *generation, st *policyPolicyState) error {
 	}
 	// Every update of a map-in-map returns only after an RCU grace period, so once
 	// these return no packet still holds the inner maps they replace.
-	for _, w := range []struct {
-		outer *ebpf.Map
-		inner *ebpf.Map
-		name  string
-	}{{e.objs.Id4Gens, id4, policyMapId4Gens}, {e.objs.Id6Gens, id6, policyMapId6Gens}, {e.objs.RuleGens, rules, policyMapRuleGens}} {
-		if err := w.outer.Put(next, w.inner); err != nil {
-			return fmt.Errorf("installing %s[%d]: %w", w.name, next, err)
+	for i, gm := range ms {
+		if err := gm.outer.Put(next, inners[i]); err != nil {
+			return fmt.Errorf("installing %s[%d]: %w", gm.name, next, err)
 		}
 	}
 	*st = policyPolicyState{Active: next, Version: g.Version, Digest: g.Digest}
@@ -312,7 +337,8 @@ func (e *Enforcer) install(g *generation, st *policyPolicyState) error {
 	// The fence: rewriting a slot with the map it holds waits for another grace
 	// period, after which no packet that read the old selector is still running.
 	// The next Set may then rewrite the old generation's slot.
-	if err := e.objs.RuleGens.Put(next, rules); err != nil {
+	last := len(ms) - 1
+	if err := ms[last].outer.Put(next, inners[last]); err != nil {
 		return fmt.Errorf("waiting for packets of the old generation: %w", err)
 	}
 	return e.pruneCounters(g.RuleIDs)
@@ -454,7 +480,7 @@ func (e *Enforcer) Remove() error {
 		}
 	}
 	for _, m := range []*ebpf.Map{
-		e.objs.PolicyState, e.objs.Id4Gens, e.objs.Id6Gens, e.objs.RuleGens, e.objs.Conntrack,
+		e.objs.PolicyState, e.objs.HostGens, e.objs.Id4Gens, e.objs.Id6Gens, e.objs.RuleGens, e.objs.Conntrack,
 		e.objs.Frags, e.objs.RuleCounters, e.objs.DropCounters, e.objs.PassCounters,
 	} {
 		if err := m.Unpin(); err != nil {

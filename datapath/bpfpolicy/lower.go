@@ -48,7 +48,13 @@ const maxRuleIDs = 16384
 // bits before the port prefix.
 const ruleKeyBits = 32 + 8 + 8
 
-// v4Entry, v6Entry and ruleEntry are one entry of the identity and rule tries.
+// hostEntry, v4Entry, v6Entry and ruleEntry are one entry of the host hash and of
+// the identity and rule tries.
+type hostEntry struct {
+	Key      policyHostKey
+	Identity uint32
+}
+
 type v4Entry struct {
 	Key      policyLpm4Key
 	Identity uint32
@@ -67,7 +73,9 @@ type ruleEntry struct {
 // generation is what one policy puts into the maps of one generation slot, plus the
 // digest that tells whether two policies load the same thing.
 type generation struct {
-	V4      []v4Entry
+	Hosts []hostEntry // /32 and /128 prefixes
+	V4    []v4Entry   // shorter prefixes
+
 	V6      []v6Entry
 	Rules   []ruleEntry
 	RuleIDs []uint32 // each id in Rules once, ascending
@@ -106,12 +114,24 @@ func lower(p *policy.NodePolicy) (*generation, error) {
 			continue
 		}
 		seen[pfx] = ip.Identity
-		if pfx.Addr().Is4() {
+		switch {
+		case pfx.IsSingleIP():
+			k := policyHostKey{Family: 6, Addr: pfx.Addr().As16()}
+			if pfx.Addr().Is4() {
+				k = policyHostKey{Family: 4}
+				a := pfx.Addr().As4()
+				copy(k.Addr[:], a[:])
+			}
+			g.Hosts = append(g.Hosts, hostEntry{k, uint32(ip.Identity)})
+		case pfx.Addr().Is4():
 			g.V4 = append(g.V4, v4Entry{policyLpm4Key{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}, uint32(ip.Identity)})
-		} else {
+		default:
 			g.V6 = append(g.V6, v6Entry{policyLpm6Key{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}, uint32(ip.Identity)})
 		}
 	}
+	slices.SortFunc(g.Hosts, func(a, b hostEntry) int {
+		return cmp.Or(cmp.Compare(a.Key.Family, b.Key.Family), slices.Compare(a.Key.Addr[:], b.Key.Addr[:]))
+	})
 	slices.SortFunc(g.V4, func(a, b v4Entry) int {
 		return cmp.Or(slices.Compare(a.Key.Addr[:], b.Key.Addr[:]), cmp.Compare(a.Key.Prefixlen, b.Key.Prefixlen))
 	})
@@ -206,7 +226,13 @@ func compareRuleKeys(a, b policyRuleKey) int {
 // encoding, but not the version.
 func (g *generation) digest() [sha256.Size]byte {
 	h := sha256.New()
-	b := []byte("cvlan/bpfpolicy generation v1\n")
+	b := []byte("cvlan/bpfpolicy generation v2\n")
+	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Hosts)))
+	for _, e := range g.Hosts {
+		b = binary.BigEndian.AppendUint32(b, e.Key.Family)
+		b = append(b, e.Key.Addr[:]...)
+		b = binary.BigEndian.AppendUint32(b, e.Identity)
+	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(g.V4)))
 	for _, e := range g.V4 {
 		b = binary.BigEndian.AppendUint32(b, e.Key.Prefixlen)

@@ -140,8 +140,15 @@ func TestLowerEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(g.V4) != 3 || len(g.V6) != 3 {
-		t.Errorf("%d IPv4 and %d IPv6 prefixes, want 3 and 3", len(g.V4), len(g.V6))
+	if len(g.V4) != 3 || len(g.V6) != 3 || len(g.Hosts) != 0 {
+		t.Errorf("%d IPv4, %d IPv6 and %d host prefixes, want 3, 3 and 0", len(g.V4), len(g.V6), len(g.Hosts))
+	}
+	hp := testPolicy()
+	hp.Prefixes = append(hp.Prefixes,
+		policy.IdentityPrefix{Prefix: netip.MustParsePrefix("10.1.0.1/32"), Identity: idDB},
+		policy.IdentityPrefix{Prefix: netip.MustParsePrefix("fd00:1::1/128"), Identity: idDB})
+	if g, err := lower(hp); err != nil || len(g.Hosts) != 2 || g.Hosts[0].Key.Family != 4 || g.Hosts[0].Key.Addr[0] != 10 || g.Hosts[1].Key.Family != 6 {
+		t.Errorf("host prefixes lowered to %+v, %v", g.Hosts, err)
 	}
 	want := []uint32{ruleWeb, ruleWebAlt, ruleWebDeny, ruleDNS, rulePostgres, rulePingOut, ruleAdmin, ruleAdminDeny, rulePingWeb, ruleDBUDP}
 	slices.Sort(want)

@@ -69,6 +69,12 @@ type policyFragVal struct {
 	Pad      [3]uint8
 }
 
+type policyHostKey struct {
+	_      structs.HostLayout
+	Family uint32
+	Addr   [16]uint8
+}
+
 type policyIcmpScratch struct {
 	_ structs.HostLayout
 	E struct {
@@ -144,6 +150,7 @@ const (
 	policyMapConntrack        = "conntrack"
 	policyMapDropCounters     = "drop_counters"
 	policyMapFrags            = "frags"
+	policyMapHostGens         = "host_gens"
 	policyMapIcmpScratch      = "icmp_scratch"
 	policyMapId4Gens          = "id4_gens"
 	policyMapId6Gens          = "id6_gens"
@@ -212,6 +219,7 @@ type policyMapSpecs struct {
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	DropCounters *ebpf.MapSpec `ebpf:"drop_counters"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
+	HostGens     *ebpf.MapSpec `ebpf:"host_gens"`
 	IcmpScratch  *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.MapSpec `ebpf:"id4_gens"`
 	Id6Gens      *ebpf.MapSpec `ebpf:"id6_gens"`
@@ -254,6 +262,7 @@ type policyMaps struct {
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	DropCounters *ebpf.Map `ebpf:"drop_counters"`
 	Frags        *ebpf.Map `ebpf:"frags"`
+	HostGens     *ebpf.Map `ebpf:"host_gens"`
 	IcmpScratch  *ebpf.Map `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.Map `ebpf:"id4_gens"`
 	Id6Gens      *ebpf.Map `ebpf:"id6_gens"`
@@ -268,6 +277,7 @@ func (m *policyMaps) Close() error {
 		m.Conntrack,
 		m.DropCounters,
 		m.Frags,
+		m.HostGens,
 		m.IcmpScratch,
 		m.Id4Gens,
 		m.Id6Gens,
