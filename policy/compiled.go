@@ -8,7 +8,9 @@ import "net/netip"
 
 // Identity is a numeric security identity: one class of remote addresses that every
 // rule treats alike (for example: the nodes tagged web and nothing else). Identities
-// are dense small numbers within one compiled policy.
+// are dense small numbers within one compiled policy. Within one node's policy,
+// classes that the node treats alike share the identity of the lowest of them, so
+// a node's map has one identity per distinct treatment (see README.md).
 type Identity uint32
 
 const (
