@@ -7,13 +7,14 @@
  *
  * Per packet: parse (IPv4/IPv6, TCP/UDP/ICMP/ICMPv6) -> related ICMP error or
  * conntrack reply? pass -> identity of the remote address (host hash, then LPM
- * tries; miss = world 0) -> rule (LPM over identity, direction, protocol, port
- * prefix; the remote's identity first, then IdentityAny) -> accept: conntrack entry,
- * per-rule counter, pass; deny or no rule: drop counted by reason.
+ * tries; miss = world 0) -> rule (the port ranges of identity, direction and
+ * protocol, by hash; the remote's identity first, then IdentityAny) -> accept:
+ * conntrack entry, per-rule counter, pass; deny or no rule: drop counted by reason.
  *
- * The host hash, the identity tries and the rule trie exist in two generations
- * (slots of ARRAY_OF_MAPS maps); policy_state.active, read once per packet, selects
- * one. The loader fills the inactive slot and flips active with one map update.
+ * The host hash, the identity tries, the group hash and the rule trie (for groups
+ * with many ranges) exist in two generations (slots of ARRAY_OF_MAPS maps);
+ * policy_state.active, read once per packet, selects one. The loader fills the
+ * inactive slot and flips active with one map update.
  */
 #include "policy.h"
 
@@ -425,23 +426,48 @@ struct lookup {
 	struct host_key hk;
 	struct lpm4_key k4;
 	struct lpm6_key k6;
+	struct group_key gk;
 	struct rule_key rk;
 	struct rule_val rv;
+	__u16 port; /* destination port, host byte order; 0 for ICMP */
 };
 
-/* rule_any looks l->rk up again with IdentityAny, the fallback after a miss, and
- * copies the entry into l->rv. A subprogram of its own, on the rarer path, because
- * its signature is what puts struct lookup and the key types into BTF in full: clang
- * describes types that only inner map definitions name as forward declarations,
- * which loaders cannot size. */
-static __noinline int rule_any(void *rules, struct lookup *l)
+/* match_ranges finds l->port among the ranges of group g (of identity), or, for a
+ * group too large for the hash, in the rule trie. It returns 1 with l->rv set if a
+ * range matches. */
+static __always_inline int match_ranges(const struct group_val *g, void *rules, struct lookup *l,
+					__u32 identity)
 {
-	l->rk.identity = bpf_htonl(IDENTITY_ANY);
-	struct rule_val *rv = bpf_map_lookup_elem(rules, &l->rk);
-	if (!rv)
-		return 0;
-	l->rv = *rv;
-	return 1;
+	__u32 n = g->n;
+	if (n == GROUP_IN_TRIE) {
+		l->rk.identity = bpf_htonl(identity);
+		struct rule_val *rv = bpf_map_lookup_elem(rules, &l->rk);
+		if (!rv)
+			return 0;
+		l->rv = *rv;
+		return 1;
+	}
+	__u16 port = l->port;
+	for (int i = 0; i < GROUP_RANGES; i++) {
+		if (i >= n || port < g->r[i].lo)
+			return 0;
+		if (port <= g->r[i].hi) {
+			l->rv.rule_id = g->r[i].rule_id;
+			l->rv.verdict = g->r[i].verdict;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* rule_any is match_ranges for IdentityAny's group, the fallback after a miss. A
+ * subprogram of its own, on the rarer path, because its signature is what puts
+ * struct lookup, struct group_val and the key types into BTF in full: clang describes
+ * types that only inner map definitions name as forward declarations, which loaders
+ * cannot size. */
+static __noinline int rule_any(const struct group_val *g, void *rules, struct lookup *l)
+{
+	return match_ranges(g, rules, l, IDENTITY_ANY);
 }
 
 /* lookup_rule finds the rule entry for p in the active generation. It returns
@@ -455,8 +481,9 @@ static __always_inline int lookup_rule(const struct pkt *p, __u8 dir, struct loo
 	__u32 gen = st->active & 1; /* the one read of the selector */
 	void *hosts = bpf_map_lookup_elem(&host_gens, &gen);
 	void *ids = bpf_map_lookup_elem(p->family == 4 ? (void *)&id4_gens : (void *)&id6_gens, &gen);
+	void *groups = bpf_map_lookup_elem(&group_gens, &gen);
 	void *rules = bpf_map_lookup_elem(&rule_gens, &gen);
-	if (!hosts || !ids || !rules)
+	if (!hosts || !ids || !groups || !rules)
 		return DROP_NO_POLICY;
 
 	/* A host prefix is the longest there is, so a hit in the host hash is the
@@ -480,25 +507,27 @@ static __always_inline int lookup_rule(const struct pkt *p, __u8 dir, struct loo
 	if (idv)
 		identity = *idv;
 
+	l->port = p->rule_port;
+	l->gk.dir = dir;
+	l->gk.proto = p->proto;
 	l->rk.prefixlen = 64;
-	l->rk.identity = bpf_htonl(identity);
 	l->rk.dir = dir;
 	l->rk.proto = p->proto;
 	l->rk.port = bpf_htons(p->rule_port);
-	struct rule_val *rv = bpf_map_lookup_elem(rules, &l->rk);
-	if (rv) {
-		l->rv = *rv;
+	l->gk.identity = identity;
+	struct group_val *g = bpf_map_lookup_elem(groups, &l->gk);
+	if (g && match_ranges(g, rules, l, identity))
 		return DROP_REASON_MAX;
-	}
-	if (!rule_any(rules, l))
-		return DROP_NO_RULE;
-	return DROP_REASON_MAX;
+	l->gk.identity = IDENTITY_ANY;
+	g = bpf_map_lookup_elem(groups, &l->gk);
+	if (g && rule_any(g, rules, l))
+		return DROP_REASON_MAX;
+	return DROP_NO_RULE;
 }
 
 /* decide judges a parsed, unfragmented or first-fragment packet: a conntrack reply
  * passes; otherwise the active generation's rules decide, and an accepted packet opens
- * or refreshes its flow. A subprogram of its own so that its stack frame and the
- * parser's are not added up. */
+ * or refreshes its flow. */
 static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir)
 {
 	struct ct_key ck = {};

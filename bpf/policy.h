@@ -79,7 +79,7 @@ struct host_key {
 	__u8 addr[16];
 };
 
-/* The rule trie's key. Data bits, in order: identity (32), dir (8), proto (8), port
+/* The rule trie's key (groups too large for the group hash). Data bits, in order: identity (32), dir (8), proto (8), port
  * (16); prefixlen is 48 + the port prefix length. identity and port are big-endian. */
 struct rule_key {
 	__u32 prefixlen;
@@ -87,6 +87,32 @@ struct rule_key {
 	__u8 dir;
 	__u8 proto;
 	__be16 port;
+};
+
+/* The port ranges of one (identity, direction, protocol), found by hash and scanned:
+ * a lookup costs the same however many rules there are. A group with more than
+ * GROUP_RANGES ranges has n == GROUP_IN_TRIE; its entries are in the rule trie. */
+#define GROUP_RANGES 16
+#define GROUP_IN_TRIE 0xffffffff
+
+struct group_key {
+	__u32 identity;
+	__u8 dir;
+	__u8 proto;
+	__u16 pad;
+};
+
+struct port_range {
+	__u16 lo; /* inclusive, host byte order */
+	__u16 hi;
+	__u32 rule_id;
+	__u8 verdict;
+	__u8 pad[3];
+};
+
+struct group_val {
+	__u32 n; /* ranges in r, ascending and disjoint; or GROUP_IN_TRIE */
+	struct port_range r[GROUP_RANGES];
 };
 
 struct rule_val {
@@ -164,6 +190,12 @@ struct policy_state {
 	__type(value, __u32); \
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 
+#define GROUP_HASH_DEF \
+	__uint(type, BPF_MAP_TYPE_HASH); \
+	__uint(max_entries, 1); \
+	__type(key, struct group_key); \
+	__type(value, struct group_val);
+
 #define RULE_TRIE_DEF \
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
 	__uint(max_entries, 1); \
@@ -202,6 +234,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__array(values, struct { ID6_TRIE_DEF });
 } id6_gens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct { GROUP_HASH_DEF });
+} group_gens SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);

@@ -71,8 +71,9 @@ func benchPolicy(nprefix, nrules int) (p *policy.NodePolicy, remote netip.Addr, 
 // BenchmarkVerdict measures one packet through the ingress program with 10k prefixes
 // and 10, 1k and 10k rule entries: an accepted packet of a tracked flow (conntrack
 // lookup and refresh, identity and rule lookups, counter) and a packet no rule
-// matches (lookups, including the IdentityAny fallback, and the drop counter).
-// ns/pkt is the kernel's own measurement of BPF_PROG_TEST_RUN.
+// matches (lookups, including the IdentityAny fallback, and the drop counter), and
+// for scale a frame dropped before any lookup. ns/pkt is the kernel's own
+// measurement of BPF_PROG_TEST_RUN.
 func BenchmarkVerdict(b *testing.B) {
 	for _, nrules := range []int{10, 1000, 10000} {
 		p, remote, port := benchPolicy(10000, nrules)
@@ -87,6 +88,9 @@ func BenchmarkVerdict(b *testing.B) {
 		}{
 			{"accept", ip(remote.String(), local4, protoUDP, udp(40000, port, 64)), actOK},
 			{"drop", ip(remote.String(), local4, protoUDP, udp(40000, 1, 64)), actShot},
+			// The floor: a frame dropped before any lookup (BPF_PROG_TEST_RUN's own
+			// cost per run, the program's entry and a drop counter).
+			{"floor", frame(0x88cc, make([]byte, 64)), actShot},
 		} {
 			b.Run(fmt.Sprintf("rules=%d/%s", nrules, c.name), func(b *testing.B) {
 				ret, _, err := e.objs.CvlanIngress.Benchmark(c.pkt, 1, nil)

@@ -55,7 +55,11 @@ func randomPolicy(r *rand.Rand, version int64) *policy.NodePolicy {
 					continue
 				}
 				cuts := []int{}
-				for range 2 * (1 + r.IntN(4)) {
+				n := 1 + r.IntN(4)
+				if r.IntN(8) == 0 { // more ranges than the group hash holds: the trie
+					n = groupRanges + r.IntN(8)
+				}
+				for range 2 * n {
 					cuts = append(cuts, r.IntN(65536))
 				}
 				slices.Sort(cuts)
@@ -125,10 +129,14 @@ func TestDifferential(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 2))
 	local4, local6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("fc00::1")
 	outcomes := map[string]int{}
+	trieRounds := 0 // rounds with a group too large for the group hash
 	for round := range 12 {
 		p := randomPolicy(r, int64(round+1))
 		if err := e.Set(p); err != nil {
 			t.Fatalf("round %d: Set: %v", round, err)
+		}
+		if g, _ := lower(p); len(g.Rules) > 0 {
+			trieRounds++
 		}
 		for range 150 {
 			v6 := r.IntN(2) == 0
@@ -176,7 +184,10 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("outcomes: %v", outcomes)
+	t.Logf("outcomes: %v; %d rounds used the rule trie", outcomes, trieRounds)
+	if trieRounds == 0 {
+		t.Error("no round had a group large enough for the rule trie")
+	}
 	for _, o := range []string{"pass:rule", "drop:deny_rule", "drop:no_rule"} {
 		if outcomes[o] < 100 {
 			t.Errorf("only %d packets with outcome %s: the generator needs tuning", outcomes[o], o)

@@ -16,15 +16,16 @@
 //  2. A later fragment is decided by its first fragment (see below).
 //  3. An ICMP error (unreachable, too big, time exceeded, parameter problem,
 //     IPv4 source quench) whose quoted packet belongs to a tracked flow and
-//     travelled the other way passes ("related").
+//     travelled the other way passes ("related"). A quoted IPv6 packet must carry
+//     its transport header right after the IPv6 header to be recognised.
 //  4. A packet that travels against a tracked flow (a reply) passes ("reply").
 //  5. Otherwise the remote address is looked up among the host prefixes (/32, /128)
 //     and then in the identity trie of its family (longest prefix; no match is
-//     policy.IdentityWorld), then (direction, protocol,
-//     identity, destination port) in the rule trie, and on a miss the same with
-//     policy.IdentityAny. ICMP matches with port 0. No entry: dropped ("no_rule");
-//     a deny entry: dropped ("deny_rule"); an accept entry: passes and opens or
-//     refreshes the flow in the conntrack map.
+//     policy.IdentityWorld). The destination port (0 for ICMP) is then looked up
+//     among the port ranges of (identity, direction, protocol), and if none matches,
+//     among those of (policy.IdentityAny, direction, protocol). No range: dropped
+//     ("no_rule"); a deny range: dropped ("deny_rule"); an accept range: passes and
+//     opens or refreshes the flow in the conntrack map.
 //
 // Forward packets of a tracked flow are judged by the rules every time, so a new
 // policy that denies a flow stops it at once; only replies ride on the flow.
@@ -57,13 +58,16 @@
 // # Maps and the generation switch
 //
 // Identities (host prefixes in a hash, shorter prefixes in one LPM trie per family)
-// and rules (one LPM trie keyed by identity, direction, protocol and a port prefix:
-// the loader splits each port range into prefixes) exist in two generations, the
-// two slots of ARRAY_OF_MAPS maps (host_gens, id4_gens, id6_gens, rule_gens).
-// policy_state holds the active slot, which a packet reads once. Set writes the new
-// policy into fresh maps, puts them into the inactive slot, flips the active slot
-// with one update, and waits until no packet still uses the old generation: a
-// packet is judged by one policy, never by a mixture.
+// and rules exist in two generations, the two slots of ARRAY_OF_MAPS maps
+// (host_gens, id4_gens, id6_gens, group_gens, rule_gens). The rules of one
+// (identity, direction, protocol) are a group: up to 16 disjoint port ranges in one
+// hash entry, scanned in order, so a verdict costs the same for 10 rules or 10,000;
+// a group with more ranges is marked in the hash and kept in an LPM trie keyed by
+// identity, direction, protocol and a port prefix (the loader splits each range into
+// prefixes). policy_state holds the active slot, which a packet reads once. Set
+// writes the new policy into fresh maps, puts them into the inactive slot, flips the
+// active slot with one update, and waits until no packet still uses the old
+// generation: a packet is judged by one policy, never by a mixture.
 // policy_state also keeps the version and a digest of the content, so that Set after
 // a restart knows what is already enforced.
 //
@@ -79,7 +83,8 @@
 // leaves them in place, so the last policy stays enforced while the agent is down.
 // The next Open reuses the pinned maps (policy, flows and counters survive) and
 // moves the pinned links to its freshly loaded programs with a link update, so the
-// hooks never run without a program. Where the kernel lacks TCX, Open attaches
+// hooks never run without a program. The TCX links go to the head of each hook's
+// chain, and a pass ends the chain (TC_ACT_OK), as a drop does. Where the kernel lacks TCX, Open attaches
 // direct-action cls_bpf filters to a clsact qdisc instead and replaces them in place
 // on the next Open. Remove detaches and unpins everything. Maps pinned by a build
 // with a different map layout are refused; Remove them first.

@@ -171,6 +171,7 @@ func (e *Enforcer) genMaps(g *generation) []genMap {
 		{outer: e.objs.HostGens, name: policyMapHostGens},
 		{outer: e.objs.Id4Gens, name: policyMapId4Gens},
 		{outer: e.objs.Id6Gens, name: policyMapId6Gens},
+		{outer: e.objs.GroupGens, name: policyMapGroupGens},
 		{outer: e.objs.RuleGens, name: policyMapRuleGens},
 	}
 	if g == nil {
@@ -200,7 +201,15 @@ func (e *Enforcer) genMaps(g *generation) []genMap {
 		}
 		return nil
 	}
-	ms[3].n, ms[3].fill = len(g.Rules), func(m *ebpf.Map) error {
+	ms[3].n, ms[3].fill = len(g.Groups), func(m *ebpf.Map) error {
+		for _, en := range g.Groups {
+			if err := m.Put(&en.Key, &en.Val); err != nil {
+				return fmt.Errorf("writing the ranges of identity %d: %w", en.Key.Identity, err)
+			}
+		}
+		return nil
+	}
+	ms[4].n, ms[4].fill = len(g.Rules), func(m *ebpf.Map) error {
 		for _, en := range g.Rules {
 			if err := m.Put(&en.Key, &en.Val); err != nil {
 				return fmt.Errorf("writing rule %d: %w", en.Val.RuleId, err)
@@ -219,7 +228,7 @@ func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("collection has no map-in-map %s", name)
 	}
 	s := outer.InnerMap.Copy()
-	s.Name = name[:4] // host, id4_, id6_, rule: the kernel's name for the inner maps
+	s.Name = name[:4] // host, id4_, id6_, grou, rule: the kernel's name for the inner maps
 	s.MaxEntries = uint32(max(n, 1))
 	s.Pinning = ebpf.PinNone
 	m, err := ebpf.NewMap(s)
@@ -293,7 +302,8 @@ func (e *Enforcer) Set(p *policy.NodePolicy) error {
 		return fmt.Errorf("bpfpolicy: installing policy version %d: %w", g.Version, err)
 	}
 	e.log.Info("policy installed", "version", g.Version, "generation", st.Active,
-		"prefixes", len(g.Hosts)+len(g.V4)+len(g.V6), "rule_entries", len(g.Rules), "rules", len(g.RuleIDs))
+		"prefixes", len(g.Hosts)+len(g.V4)+len(g.V6), "groups", len(g.Groups), "trie_entries", len(g.Rules),
+		"rules", len(g.RuleIDs))
 	return nil
 }
 
@@ -465,7 +475,8 @@ func (e *Enforcer) Close() error {
 
 // Remove detaches the programs, unpins every map and link and deletes the pin
 // directory: the interface is no longer filtered. It releases the Enforcer like
-// Close.
+// Close. In clsact mode it deletes the filters through rtnetlink, so it must run in
+// the network namespace of the interface, like Open.
 func (e *Enforcer) Remove() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -480,7 +491,7 @@ func (e *Enforcer) Remove() error {
 		}
 	}
 	for _, m := range []*ebpf.Map{
-		e.objs.PolicyState, e.objs.HostGens, e.objs.Id4Gens, e.objs.Id6Gens, e.objs.RuleGens, e.objs.Conntrack,
+		e.objs.PolicyState, e.objs.HostGens, e.objs.Id4Gens, e.objs.Id6Gens, e.objs.GroupGens, e.objs.RuleGens, e.objs.Conntrack,
 		e.objs.Frags, e.objs.RuleCounters, e.objs.DropCounters, e.objs.PassCounters,
 	} {
 		if err := m.Unpin(); err != nil {

@@ -41,8 +41,15 @@ func portPrefixes(lo, hi uint16) []portPrefix {
 	return out
 }
 
-// maxRuleIDs is how many rule ids the counter map holds (MAX_RULES in policy.c).
+// maxRuleIDs is how many rule ids the counter map holds (MAX_RULES in policy.h).
 const maxRuleIDs = 16384
+
+// A group's ranges go into the group hash if there are at most groupRanges of them
+// (GROUP_RANGES in policy.h), else into the rule trie, marked by groupInTrie.
+const (
+	groupRanges = len(policyGroupVal{}.R)
+	groupInTrie = 0xffffffff
+)
 
 // ruleKeyBits is the length of a rule key's identity, direction and protocol, the
 // bits before the port prefix.
@@ -65,6 +72,11 @@ type v6Entry struct {
 	Identity uint32
 }
 
+type groupEntry struct {
+	Key policyGroupKey
+	Val policyGroupVal
+}
+
 type ruleEntry struct {
 	Key policyRuleKey
 	Val policyRuleVal
@@ -77,8 +89,9 @@ type generation struct {
 	V4    []v4Entry   // shorter prefixes
 
 	V6      []v6Entry
-	Rules   []ruleEntry
-	RuleIDs []uint32 // each id in Rules once, ascending
+	Groups  []groupEntry
+	Rules   []ruleEntry // the entries of groups too large for the group hash
+	RuleIDs []uint32    // each id in Rules once, ascending
 	Names   map[uint32]string
 	Version int64
 	Digest  [sha256.Size]byte
@@ -139,19 +152,35 @@ func lower(p *policy.NodePolicy) (*generation, error) {
 		return cmp.Or(slices.Compare(a.Key.Addr[:], b.Key.Addr[:]), cmp.Compare(a.Key.Prefixlen, b.Key.Prefixlen))
 	})
 
-	if err := checkRules(p.Rules); err != nil {
+	groups, err := checkRules(p.Rules)
+	if err != nil {
 		return nil, err
 	}
 	ids := map[uint32]bool{}
-	for _, r := range p.Rules {
-		ids[r.RuleID] = true
-		for _, pp := range portPrefixes(r.PortLo, r.PortHi) {
-			g.Rules = append(g.Rules, ruleEntry{
-				Key: ruleKey(r.Direction, r.Identity, r.Proto, pp),
-				Val: policyRuleVal{RuleId: r.RuleID, Verdict: uint8(r.Verdict)},
-			})
+	for key, rs := range groups {
+		e := groupEntry{Key: policyGroupKey{Identity: uint32(key.id), Dir: uint8(key.dir), Proto: key.proto}}
+		if len(rs) > groupRanges {
+			e.Val.N = groupInTrie
 		}
+		for i, r := range rs {
+			ids[r.RuleID] = true
+			if e.Val.N == groupInTrie {
+				for _, pp := range portPrefixes(r.PortLo, r.PortHi) {
+					g.Rules = append(g.Rules, ruleEntry{
+						Key: ruleKey(r.Direction, r.Identity, r.Proto, pp),
+						Val: policyRuleVal{RuleId: r.RuleID, Verdict: uint8(r.Verdict)},
+					})
+				}
+				continue
+			}
+			e.Val.R[i] = policyPortRange{Lo: r.PortLo, Hi: r.PortHi, RuleId: r.RuleID, Verdict: uint8(r.Verdict)}
+			e.Val.N++
+		}
+		g.Groups = append(g.Groups, e)
 	}
+	slices.SortFunc(g.Groups, func(a, b groupEntry) int {
+		return cmp.Or(cmp.Compare(a.Key.Identity, b.Key.Identity), cmp.Compare(a.Key.Dir, b.Key.Dir), cmp.Compare(a.Key.Proto, b.Key.Proto))
+	})
 	slices.SortFunc(g.Rules, func(a, b ruleEntry) int { return compareRuleKeys(a.Key, b.Key) })
 	for id := range ids {
 		g.RuleIDs = append(g.RuleIDs, id)
@@ -164,25 +193,28 @@ func lower(p *policy.NodePolicy) (*generation, error) {
 	return g, nil
 }
 
+// group is one (direction, identity, protocol): the ranges of its entries are
+// disjoint, and the programs find them together.
+type group struct {
+	dir   policy.Direction
+	id    policy.Identity
+	proto uint8
+}
+
 // checkRules validates the fields of each entry and that the port ranges of one
-// (direction, identity, protocol) are disjoint.
-func checkRules(rules []policy.RuleEntry) error {
-	type group struct {
-		dir   policy.Direction
-		id    policy.Identity
-		proto uint8
-	}
+// group are disjoint. It returns the entries by group, in port order.
+func checkRules(rules []policy.RuleEntry) (map[group][]policy.RuleEntry, error) {
 	ranges := map[group][]policy.RuleEntry{}
 	for i, r := range rules {
 		switch {
 		case r.Direction != policy.Ingress && r.Direction != policy.Egress:
-			return fmt.Errorf("rule entry %d (rule %d): unknown direction %d", i, r.RuleID, r.Direction)
+			return nil, fmt.Errorf("rule entry %d (rule %d): unknown direction %d", i, r.RuleID, r.Direction)
 		case r.Proto != policy.ProtoICMP && r.Proto != policy.ProtoTCP && r.Proto != policy.ProtoUDP && r.Proto != policy.ProtoICMPv6:
-			return fmt.Errorf("rule entry %d (rule %d): unsupported protocol %d", i, r.RuleID, r.Proto)
+			return nil, fmt.Errorf("rule entry %d (rule %d): unsupported protocol %d", i, r.RuleID, r.Proto)
 		case r.Verdict != policy.Deny && r.Verdict != policy.Accept:
-			return fmt.Errorf("rule entry %d (rule %d): unknown verdict %d", i, r.RuleID, r.Verdict)
+			return nil, fmt.Errorf("rule entry %d (rule %d): unknown verdict %d", i, r.RuleID, r.Verdict)
 		case r.PortLo > r.PortHi:
-			return fmt.Errorf("rule entry %d (rule %d): empty port range %d-%d", i, r.RuleID, r.PortLo, r.PortHi)
+			return nil, fmt.Errorf("rule entry %d (rule %d): empty port range %d-%d", i, r.RuleID, r.PortLo, r.PortHi)
 		}
 		g := group{r.Direction, r.Identity, r.Proto}
 		ranges[g] = append(ranges[g], r)
@@ -191,12 +223,12 @@ func checkRules(rules []policy.RuleEntry) error {
 		slices.SortFunc(rs, func(a, b policy.RuleEntry) int { return cmp.Compare(a.PortLo, b.PortLo) })
 		for i := 1; i < len(rs); i++ {
 			if rs[i].PortLo <= rs[i-1].PortHi {
-				return fmt.Errorf("rules %d and %d overlap: direction %d, identity %d, protocol %d, ports %d-%d and %d-%d",
+				return nil, fmt.Errorf("rules %d and %d overlap: direction %d, identity %d, protocol %d, ports %d-%d and %d-%d",
 					rs[i-1].RuleID, rs[i].RuleID, g.dir, g.id, g.proto, rs[i-1].PortLo, rs[i-1].PortHi, rs[i].PortLo, rs[i].PortHi)
 			}
 		}
 	}
-	return nil
+	return ranges, nil
 }
 
 // ruleKey is the trie key of one port prefix of a rule entry. The identity and the
@@ -226,7 +258,7 @@ func compareRuleKeys(a, b policyRuleKey) int {
 // encoding, but not the version.
 func (g *generation) digest() [sha256.Size]byte {
 	h := sha256.New()
-	b := []byte("cvlan/bpfpolicy generation v2\n")
+	b := []byte("cvlan/bpfpolicy generation v3\n")
 	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Hosts)))
 	for _, e := range g.Hosts {
 		b = binary.BigEndian.AppendUint32(b, e.Key.Family)
@@ -244,6 +276,22 @@ func (g *generation) digest() [sha256.Size]byte {
 		b = binary.BigEndian.AppendUint32(b, e.Key.Prefixlen)
 		b = append(b, e.Key.Addr[:]...)
 		b = binary.BigEndian.AppendUint32(b, e.Identity)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Groups)))
+	for _, e := range g.Groups {
+		b = binary.BigEndian.AppendUint32(b, e.Key.Identity)
+		b = append(b, e.Key.Dir, e.Key.Proto)
+		b = binary.BigEndian.AppendUint32(b, e.Val.N)
+		for _, r := range e.Val.R {
+			b = binary.BigEndian.AppendUint16(b, r.Lo)
+			b = binary.BigEndian.AppendUint16(b, r.Hi)
+			b = binary.BigEndian.AppendUint32(b, r.RuleId)
+			b = append(b, r.Verdict)
+		}
+		if len(b) > 4096 {
+			h.Write(b)
+			b = b[:0]
+		}
 	}
 	h.Write(b)
 	b = binary.BigEndian.AppendUint32(b[:0], uint32(len(g.Rules)))

@@ -155,19 +155,48 @@ func TestLowerEntries(t *testing.T) {
 	if !slices.Equal(g.RuleIDs, want) {
 		t.Errorf("rule ids %v, want %v", g.RuleIDs, want)
 	}
-	// The deny entry of web's tcp 8050 is one exact port; ICMP is one /0 port prefix.
-	found := map[string]bool{}
-	for _, e := range g.Rules {
-		switch {
-		case e.Val.RuleId == ruleWebDeny:
-			found["deny"] = e.Key.Prefixlen == ruleKeyBits+16 && ntoh16(e.Key.Port) == 8050 && e.Val.Verdict == uint8(policy.Deny) &&
-				ntoh32(e.Key.Identity) == uint32(idWeb) && e.Key.Dir == uint8(policy.Ingress) && e.Key.Proto == protoTCP
-		case e.Val.RuleId == rulePingWeb && e.Key.Proto == protoICMP:
-			found["icmp"] = e.Key.Prefixlen == ruleKeyBits && e.Key.Port == 0
+	// web's ingress tcp ranges are one group, in port order, the deny in its place.
+	var web *groupEntry
+	for i, e := range g.Groups {
+		if e.Key == (policyGroupKey{Identity: uint32(idWeb), Dir: uint8(policy.Ingress), Proto: protoTCP}) {
+			web = &g.Groups[i]
 		}
 	}
-	if !found["deny"] || !found["icmp"] {
-		t.Errorf("entries not as expected: %v", found)
+	want4 := []policyPortRange{
+		{Lo: 80, Hi: 80, RuleId: ruleWeb, Verdict: 1}, {Lo: 8000, Hi: 8049, RuleId: ruleWebAlt, Verdict: 1},
+		{Lo: 8050, Hi: 8050, RuleId: ruleWebDeny, Verdict: 0}, {Lo: 8051, Hi: 8080, RuleId: ruleWebAlt, Verdict: 1},
+	}
+	if web == nil || web.Val.N != 4 || !slices.Equal(web.Val.R[:4], want4) {
+		t.Errorf("web's tcp group: %+v, want %v", web, want4)
+	}
+	if len(g.Rules) != 0 {
+		t.Errorf("%d trie entries for a policy whose groups fit the hash", len(g.Rules))
+	}
+}
+
+// TestLowerLargeGroup: a group with more ranges than the hash value holds goes to the
+// rule trie, as port prefixes, and its hash entry says so.
+func TestLowerLargeGroup(t *testing.T) {
+	p := &policy.NodePolicy{}
+	for i := range groupRanges + 1 {
+		p.Rules = append(p.Rules, policy.RuleEntry{Direction: policy.Egress, Identity: 7, Proto: protoUDP,
+			PortLo: uint16(100 * i), PortHi: uint16(100*i + 3), Verdict: policy.Accept, RuleID: uint32(i + 1)})
+	}
+	p.Rules = append(p.Rules, policy.RuleEntry{Direction: policy.Egress, Identity: 7, Proto: protoTCP, PortLo: 22, PortHi: 22, Verdict: policy.Accept, RuleID: 99})
+	g, err := lower(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Groups) != 2 || g.Groups[0].Val.N != 1 || g.Groups[1].Val.N != groupInTrie {
+		t.Fatalf("groups %+v, want tcp in the hash and udp in the trie", g.Groups)
+	}
+	if len(g.Rules) != groupRanges+1 { // each 4-port range is one /14 prefix
+		t.Errorf("%d trie entries, want %d", len(g.Rules), groupRanges+1)
+	}
+	for _, e := range g.Rules {
+		if e.Key.Prefixlen != ruleKeyBits+14 || ntoh32(e.Key.Identity) != 7 || e.Key.Proto != protoUDP {
+			t.Errorf("trie entry %+v", e.Key)
+		}
 	}
 }
 

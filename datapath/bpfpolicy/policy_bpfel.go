@@ -69,6 +69,20 @@ type policyFragVal struct {
 	Pad      [3]uint8
 }
 
+type policyGroupKey struct {
+	_        structs.HostLayout
+	Identity uint32
+	Dir      uint8
+	Proto    uint8
+	Pad      uint16
+}
+
+type policyGroupVal struct {
+	_ structs.HostLayout
+	N uint32
+	R [16]policyPortRange
+}
+
 type policyHostKey struct {
 	_      structs.HostLayout
 	Family uint32
@@ -127,6 +141,15 @@ type policyPolicyState struct {
 	Digest  [32]uint8
 }
 
+type policyPortRange struct {
+	_       structs.HostLayout
+	Lo      uint16
+	Hi      uint16
+	RuleId  uint32
+	Verdict uint8
+	Pad     [3]uint8
+}
+
 type policyRuleKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -150,6 +173,7 @@ const (
 	policyMapConntrack        = "conntrack"
 	policyMapDropCounters     = "drop_counters"
 	policyMapFrags            = "frags"
+	policyMapGroupGens        = "group_gens"
 	policyMapHostGens         = "host_gens"
 	policyMapIcmpScratch      = "icmp_scratch"
 	policyMapId4Gens          = "id4_gens"
@@ -219,6 +243,7 @@ type policyMapSpecs struct {
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
 	DropCounters *ebpf.MapSpec `ebpf:"drop_counters"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
+	GroupGens    *ebpf.MapSpec `ebpf:"group_gens"`
 	HostGens     *ebpf.MapSpec `ebpf:"host_gens"`
 	IcmpScratch  *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.MapSpec `ebpf:"id4_gens"`
@@ -262,6 +287,7 @@ type policyMaps struct {
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
 	DropCounters *ebpf.Map `ebpf:"drop_counters"`
 	Frags        *ebpf.Map `ebpf:"frags"`
+	GroupGens    *ebpf.Map `ebpf:"group_gens"`
 	HostGens     *ebpf.Map `ebpf:"host_gens"`
 	IcmpScratch  *ebpf.Map `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.Map `ebpf:"id4_gens"`
@@ -277,6 +303,7 @@ func (m *policyMaps) Close() error {
 		m.Conntrack,
 		m.DropCounters,
 		m.Frags,
+		m.GroupGens,
 		m.HostGens,
 		m.IcmpScratch,
 		m.Id4Gens,
