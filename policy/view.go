@@ -318,6 +318,12 @@ func (c *Compiled) viewOf(i int32) *view {
 
 func ident(class int32) Identity { return Identity(class + 1) }
 
+// Has reports whether node id was among the nodes compiled, cheaply.
+func (c *Compiled) Has(id string) bool {
+	_, ok := c.byID[id]
+	return ok
+}
+
 // Node returns the compiled policy of the node with ID id, or nil if there is no
 // such node. Each call builds a new NodePolicy, which the caller owns.
 func (c *Compiled) Node(id string) *NodePolicy {

@@ -21,7 +21,7 @@ var fuzzRoutes = []struct{ method, path, body string }{
 	{"POST", "/relays", `{"name":"r2","region":"eu","public_addr":"192.0.2.2","udp_port_min":1,"udp_port_max":9,"tls_url":"https://r2.example.com"}`},
 	{"POST", "/tenants/acme/sites", `{"name":"s2","vrouter_node":"gw","remote_addr":"192.0.2.9","auth_method":"psk","psk":"0123456789abcdef","local_subnets":["10.1.0.0/16"],"remote_subnets":["10.2.0.0/16"]}`},
 	{"POST", "/enroll", `{"key":"{secret}","name":"m","machine_key":"{mkey}","node_key":"{nkey}"}`},
-	{"PUT", "/tenants/acme/policy", `{"document":"allow all","version":1}`},
+	{"PUT", "/tenants/acme/policy", `{"document":"rules: [{src: ['*'], dst: ['*']}]","version":1}`},
 	{"PATCH", "/tenants/acme/networks/lan", `{"name":"lan2","mtu":1300}`},
 	{"PATCH", "/tenants/acme/nodes/gw", `{"tags":["x"],"routes":["10.60.0.0/16"],"node_key":"{nkey}"}`},
 	{"PATCH", "/tenants/acme/keys/{key}", `{"expires_at":"2099-01-01T00:00:00Z"}`},

@@ -217,7 +217,7 @@ func (e *env) seed(t testing.TB, name string, octet int) *fixture {
 	k := e.must(t, 201, "POST", tp+"/keys", e.op, apiv1.CreateEnrollmentKey{Network: "lan", Reusable: true})
 	f.KeyID, f.KeySecret = k.str("id"), k.str("secret")
 	f.SiteID = e.must(t, 201, "POST", tp+"/sites", e.op, siteBody("hq", "gw")).str("id")
-	e.must(t, 200, "PUT", tp+"/policy", e.op, `{"document":"allow all","version":0}`)
+	e.must(t, 200, "PUT", tp+"/policy", e.op, `{"document":"rules: [{src: ['*'], dst: ['*']}]","version":0}`)
 	a := e.must(t, 201, "POST", "/tokens", e.op, apiv1.CreateToken{Role: "tenant-admin", Tenant: name})
 	v := e.must(t, 201, "POST", "/tokens", e.op, apiv1.CreateToken{Role: "tenant-viewer", Tenant: name})
 	f.Admin, f.AdminID, f.Viewer, f.ViewerID = a.str("secret"), a.str("id"), v.str("secret"), v.str("id")

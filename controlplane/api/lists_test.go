@@ -153,18 +153,18 @@ func TestPolicyVersions(t *testing.T) {
 	}
 
 	wantError(t, "GET before any policy", e.call(t, "GET", p, e.op, nil), 404, "")
-	wantVersion("PUT version 0", put(`{"document":"one","version":0}`), 200, 1)
+	wantVersion("PUT version 0", put(`{"document":"rules: [] # one","version":0}`), 200, 1)
 	wantVersion("GET", e.call(t, "GET", p, e.op, nil), 200, 1)
-	wantVersion("PUT If-Match 1", put(`{"document":"two"}`, "If-Match", `"1"`), 200, 2)
+	wantVersion("PUT If-Match 1", put(`{"document":"rules: [] # two"}`, "If-Match", `"1"`), 200, 2)
 	before := e.world(t)
-	wantError(t, "PUT version 1 again", put(`{"document":"three","version":1}`), 409, "version")
-	wantError(t, "PUT If-Match 1 again", put(`{"document":"three"}`, "If-Match", `"1"`), 412, "")
+	wantError(t, "PUT version 1 again", put(`{"document":"rules: [] # three","version":1}`), 409, "version")
+	wantError(t, "PUT If-Match 1 again", put(`{"document":"rules: [] # three"}`, "If-Match", `"1"`), 412, "")
 	e.unchanged(t, "stale policy writes", before)
 	got := e.must(t, 200, "GET", p, e.op, nil)
-	checkFields(t, "policy", got, map[string]any{"document": "two", "version": 2}, nil)
+	checkFields(t, "policy", got, map[string]any{"document": "rules: [] # two", "version": 2}, nil)
 
 	versions := e.must(t, 200, "GET", p+"/versions", e.op, nil)
-	if got := fmt.Sprint(versions.names("document")); got != "[two one]" {
+	if got := fmt.Sprint(versions.names("document")); got != "[rules: [] # two rules: [] # one]" {
 		t.Errorf("versions = %s, want newest first [two one]", got)
 	}
 
@@ -174,7 +174,7 @@ func TestPolicyVersions(t *testing.T) {
 	versions = e.must(t, 200, "GET", p+"/versions", e.op, nil)
 	checkFields(t, "versions after DELETE", versions, map[string]any{"#items": 3, "items.0.version": 3, "items.0.document": ""}, nil)
 
-	wantVersion("PUT after DELETE", put(`{"document":"four","version":3}`), 200, 4)
+	wantVersion("PUT after DELETE", put(`{"document":"rules: [] # four","version":3}`), 200, 4)
 	if r := e.call(t, "DELETE", p, e.op, nil, "If-Match", `W/"4"`); r.code != 204 {
 		t.Errorf("DELETE If-Match W/\"4\" = %d %s", r.code, r.raw)
 	}

@@ -162,6 +162,19 @@ func (s *Server) rotateNodeKey(w http.ResponseWriter, r *http.Request, p *princi
 	return reply(w, http.StatusOK, out, err)
 }
 
+func (s *Server) nodeStatus(w http.ResponseWriter, r *http.Request, p *principal) error {
+	t, n, err := in(s, r, p, false, "node", "node", (*state.Tenant).Node)
+	if err != nil {
+		return err
+	}
+	st := apiv1.NodeStatus{NodeID: n.ID, Rules: []apiv1.RuleCounter{}, Drops: map[string]uint64{}}
+	if s.opts.NodeStatus != nil {
+		st = s.opts.NodeStatus(t.ID, n.ID)
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request, p *principal) error {
 	t, n, err := in(s, r, p, true, "node", "node", (*state.Tenant).Node)
 	if err != nil {

@@ -24,6 +24,25 @@ func ifMatch(r *http.Request) (int64, bool, error) {
 	return v, true, nil
 }
 
+func (s *Server) policyTest(w http.ResponseWriter, r *http.Request, p *principal) error {
+	t, err := s.tenant(r, p, false)
+	if err != nil {
+		return err
+	}
+	var req apiv1.PolicyTest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if s.opts.PolicyTest == nil {
+		return model.Errorf(model.PreconditionFailed, "", "this controller cannot evaluate policies")
+	}
+	d, err := s.opts.PolicyTest(t, req)
+	return reply(w, http.StatusOK, d, err)
+}
+
 func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, p *principal) error {
 	t, err := s.tenant(r, p, false)
 	if err != nil {

@@ -34,6 +34,7 @@ func (s *Server) routes() {
 	s.handle("PATCH /tenants/{tenant}/nodes/{node}", s.updateNode)
 	s.handle("DELETE /tenants/{tenant}/nodes/{node}", s.deleteNode)
 	s.handle("POST /tenants/{tenant}/nodes/{node}/rotate-key", s.rotateNodeKey)
+	s.handle("GET /tenants/{tenant}/nodes/{node}/status", s.nodeStatus)
 
 	s.handle("GET /tenants/{tenant}/keys", s.listKeys)
 	s.handle("POST /tenants/{tenant}/keys", s.createKey)
@@ -45,6 +46,7 @@ func (s *Server) routes() {
 	s.handle("PUT /tenants/{tenant}/policy", s.putPolicy)
 	s.handle("DELETE /tenants/{tenant}/policy", s.deletePolicy)
 	s.handle("GET /tenants/{tenant}/policy/versions", s.policyVersions)
+	s.handle("POST /tenants/{tenant}/policy/test", s.policyTest)
 
 	s.handle("GET /tenants/{tenant}/sites", s.listSites)
 	s.handle("POST /tenants/{tenant}/sites", s.createSite)

@@ -165,9 +165,12 @@ func TestEveryRoute(t *testing.T) {
 		{route: "POST /enroll", token: "none", body: `{"key":"{secret}","name":"laptop","machine_key":"` + machineKey() + `","node_key":"` + nodeKey() + `"}`, code: 201,
 			want: map[string]any{"node.name": "laptop", "node.ipv4": "100.64.0.2", "node.tags.0": "laptop", "network.id": "{network}"}, save: map[string]string{"laptop": "node.id"}},
 
-		{route: "PUT /tenants/{tenant}/policy", body: `{"document":"allow all","version":0}`, code: 200, want: map[string]any{"version": 1, "document": "allow all"}},
+		{route: "PUT /tenants/{tenant}/policy", body: `{"document":"rules: [{src: ['*'], dst: ['*']}]","version":0}`, code: 200, want: map[string]any{"version": 1, "document": "rules: [{src: ['*'], dst: ['*']}]"}},
 		{route: "GET /tenants/{tenant}/policy", code: 200, want: map[string]any{"version": 1, "tenant_id": "{tenant}"}},
 		{route: "GET /tenants/{tenant}/policy/versions", code: 200, want: map[string]any{"#items": 1, "items.0.version": 1}},
+		{route: "POST /tenants/{tenant}/policy/test", body: `{"src":"gw","dst":"laptop","port":22,"proto":"tcp"}`, code: 200,
+			want: map[string]any{"verdict": "accept", "rule": "rule-0", "src": "gw", "dst": "laptop", "policy_version": 1}},
+		{route: "GET /tenants/{tenant}/nodes/{node}/status", code: 200, want: map[string]any{"connected": false, "node_id": "{node}"}},
 
 		{route: "POST /tenants/{tenant}/sites", body: site, code: 201,
 			want: map[string]any{"name": "hq", "vrouter_node_id": "{node}", "auth_method": "psk", "psk": absent, "local_subnets.0": "10.200.0.0/16"}, save: map[string]string{"site": "id"}},

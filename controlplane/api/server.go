@@ -26,6 +26,12 @@ type Options struct {
 	Registry       *prometheus.Registry // where metrics go; a new one when nil
 	Version        string
 	NoisePublicKey string // the controller's Noise static key, text form
+	// NodeStatus reports a node's connection and counters (the control channel's
+	// Server.NodeStatus); nil reports every node as not connected.
+	NodeStatus func(tenantID, nodeID string) apiv1.NodeStatus
+	// PolicyTest answers "can src reach dst on port/proto?" from the tenant's
+	// compiled policy; nil makes the route answer 501.
+	PolicyTest func(t *state.Tenant, req apiv1.PolicyTest) (apiv1.PolicyDecision, error)
 }
 
 // Server is the HTTP handler of the controller.

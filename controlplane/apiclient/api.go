@@ -170,6 +170,16 @@ func (c *Client) UpdateNode(ctx context.Context, tenant, node string, req apiv1.
 	return call[model.Node](ctx, c, patch(req, "tenants", tenant, "nodes", node))
 }
 
+// NodeStatus returns whether a node's agent is connected and its counters.
+func (c *Client) NodeStatus(ctx context.Context, tenant, node string) (apiv1.NodeStatus, error) {
+	return call[apiv1.NodeStatus](ctx, c, get("tenants", tenant, "nodes", node, "status"))
+}
+
+// TestPolicy asks whether req.Src can reach req.Dst under the policy in force.
+func (c *Client) TestPolicy(ctx context.Context, tenant string, req apiv1.PolicyTest) (apiv1.PolicyDecision, error) {
+	return call[apiv1.PolicyDecision](ctx, c, post(req, "tenants", tenant, "policy", "test"))
+}
+
 // RotateNodeKey asks the node's agent for a new node key.
 func (c *Client) RotateNodeKey(ctx context.Context, tenant, node string) (model.Node, error) {
 	return call[model.Node](ctx, c, post(nil, "tenants", tenant, "nodes", node, "rotate-key"))

@@ -55,14 +55,14 @@ func TestAgainstController(t *testing.T) {
 		t.Errorf("overlapping network: %#v, want a 409 naming the field", err)
 	}
 
-	p, err := c.PutPolicy(ctx, "acme", apiv1.PutPolicy{Document: "v1", Version: new(int64)})
+	p, err := c.PutPolicy(ctx, "acme", apiv1.PutPolicy{Document: "rules: [] # v1", Version: new(int64)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PutPolicyIfMatch(ctx, "acme", "v2", p.Version-1); !IsStatus(err, http.StatusPreconditionFailed) {
+	if _, err := c.PutPolicyIfMatch(ctx, "acme", "rules: [] # v2", p.Version-1); !IsStatus(err, http.StatusPreconditionFailed) {
 		t.Errorf("stale If-Match: %v, want 412", err)
 	}
-	p2, err := c.PutPolicyIfMatch(ctx, "acme", "v2", p.Version)
+	p2, err := c.PutPolicyIfMatch(ctx, "acme", "rules: [] # v2", p.Version)
 	if err != nil || p2.Version <= p.Version {
 		t.Fatalf("If-Match current: %+v, %v", p2, err)
 	}

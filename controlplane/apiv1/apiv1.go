@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/cvlan/cvlan/controlplane/model"
 )
@@ -125,4 +126,24 @@ func Encode(w io.Writer, v any) error {
 func Fingerprint(der []byte) string {
 	sum := sha256.Sum256(der)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// NodeStatus is the answer of GET /tenants/{tenant}/nodes/{node}/status.
+type NodeStatus struct {
+	NodeID     string    `json:"node_id"`
+	Connected  bool      `json:"connected"`
+	ReportedAt time.Time `json:"reported_at,omitzero"`
+	// Rules are the node's per-rule counters: packets and bytes each rule accepted
+	// there since its programs were loaded.
+	Rules []RuleCounter `json:"rules"`
+	// Drops counts packets dropped there, by reason (no_rule, deny_rule, malformed…).
+	Drops map[string]uint64 `json:"drops"`
+}
+
+// RuleCounter is one rule's counters on one node.
+type RuleCounter struct {
+	ID      uint32 `json:"id"`
+	Name    string `json:"name"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }

@@ -174,3 +174,41 @@ type Info struct {
 	Version        string `json:"version"`
 	NoisePublicKey string `json:"noise_public_key"`
 }
+
+// PolicyTest is the body of POST /tenants/{tenant}/policy/test: can Src reach Dst
+// on Port with Proto? Src and Dst are node names or ids, or addresses.
+type PolicyTest struct {
+	Src   string `json:"src"`
+	Dst   string `json:"dst"`
+	Port  int    `json:"port"`
+	Proto string `json:"proto"` // tcp, udp or icmp
+}
+
+// Validate checks the fields that need no tenant.
+func (r *PolicyTest) Validate() error {
+	switch {
+	case r.Src == "":
+		return model.Errorf(model.Invalid, "src", "required: a node name or id, or an address")
+	case r.Dst == "":
+		return model.Errorf(model.Invalid, "dst", "required: a node name or id, or an address")
+	case r.Proto != "tcp" && r.Proto != "udp" && r.Proto != "icmp":
+		return model.Errorf(model.Invalid, "proto", "%q is not tcp, udp or icmp", r.Proto)
+	case r.Proto != "icmp" && (r.Port < 1 || r.Port > 65535):
+		return model.Errorf(model.Invalid, "port", "%d is outside 1..65535", r.Port)
+	case r.Proto == "icmp" && r.Port != 0:
+		return model.Errorf(model.Invalid, "port", "icmp has no ports; leave it 0")
+	}
+	return nil
+}
+
+// PolicyDecision answers a PolicyTest: the verdict and the rule that decided it
+// ("" when no rule matched: default deny).
+type PolicyDecision struct {
+	Verdict string `json:"verdict"` // accept or deny
+	Rule    string `json:"rule"`
+	Src     string `json:"src"` // what Src resolved to
+	Dst     string `json:"dst"`
+	Port    int    `json:"port"`
+	Proto   string `json:"proto"`
+	Version int64  `json:"policy_version"`
+}

@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -80,12 +82,14 @@ func benchTenant(b *testing.B, n int) (*state.World, *state.Tenant, []*model.Nod
 // of its network.
 func BenchmarkFullMap(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		_, t, big, _ := benchTenant(b, n)
+		w, t, big, _ := benchTenant(b, n)
+		h := newHub(nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if m := fullMap(t, big[0], 1); len(m.Peers) != n-1 {
-					b.Fatalf("%d peers", len(m.Peers))
+				m, _, err := h.start(w, t, big[0], newOutbox(big[0]))
+				if err != nil || len(m.Peers) != n-1 {
+					b.Fatalf("%d peers, %v", len(m.Peers), err)
 				}
 			}
 		})
@@ -98,8 +102,11 @@ func BenchmarkFullMap(b *testing.B) {
 // same at 1k and 10k nodes. Nothing is recomputed per pair.
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		w, _, big, small := benchTenant(b, n)
-		h := newHub()
+		w, t, big, small := benchTenant(b, n)
+		h := newHub(nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if _, err := h.policy(t, ""); err != nil {
+			b.Fatal(err)
+		}
 		for _, nd := range append(big, small...) {
 			h.add(newOutbox(nd))
 		}
@@ -116,7 +123,7 @@ func BenchmarkFanout(b *testing.B) {
 					nw := *old
 					i++
 					nw.Endpoints = []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 51820)}
-					touched += h.apply(w, []state.NodeChange{{Old: old, New: &nw}})
+					touched += h.apply(w, state.Changes{Nodes: []state.NodeChange{{Old: old, New: &nw}}})
 					old = &nw
 				}
 				b.ReportMetric(float64(touched)/float64(b.N), "touched/op")

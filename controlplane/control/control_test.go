@@ -81,7 +81,7 @@ func (a *agent) start(c *controltest.Controller, controllerKey string) {
 	}
 	priv, pub := a.machine.Raw(), a.machine.MachinePublic().Raw()
 	a.client = controlclient.New(controlclient.Config{
-		URL: c.URL, ControllerKey: ck, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		URL: c.URL, ControllerKey: ck, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, KeepAlive: 200 * time.Millisecond,
 		Machine: noiseDH(priv[:], pub[:]),
 	}, a)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -277,3 +277,82 @@ func TestRefusals(t *testing.T) {
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func noiseDH(priv, pub []byte) noise.DHKey { return noise.DHKey{Private: priv, Public: pub} }
+
+// TestPolicyDrivesPeersAndRules: each node gets only the peers its policy lets it
+// talk to or hear from, and its own compiled rules; a new policy version reaches
+// every agent, and a rejected one changes nothing.
+func TestPolicyDrivesPeersAndRules(t *testing.T) {
+	c, tn, _ := setup(t)
+	ctx := context.Background()
+	nw := tn.Networks.All()[0]
+	agents := map[string]*agent{}
+	for _, tag := range []string{"web", "db", "admin"} {
+		_, secret, err := c.State.CreateEnrollmentKey(ctx, "test", model.EnrollmentKey{TenantID: tn.ID, NetworkID: nw.ID, Tags: []string{tag}, ExpiresAt: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := newAgent(t, secret)
+		a.start(c, c.NoisePublicKey)
+		agents[tag] = a
+	}
+	eventually(t, "everyone sees everyone without a policy", func() string {
+		for tag, a := range agents {
+			if m := a.current(); m == nil || len(m.Peers) != 2 || m.Policy == nil {
+				return tag + " has " + peerIDs(m)
+			}
+		}
+		return ""
+	})
+	set := func(version int64, doc string) error {
+		_, err := c.State.SetPolicy(ctx, "test", tn.ID, version, false, doc)
+		return err
+	}
+	doc := `tags: [web, db, admin]
+rules:
+  - {name: admin-ssh, src: [tag:admin], dst: [tag:web], ports: [22], proto: tcp}
+  - {name: web-db, src: [tag:web], dst: [tag:db], ports: [5432], proto: tcp}
+`
+	if err := set(0, doc); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"web": 2, "db": 1, "admin": 1}
+	eventually(t, "peers follow the policy", func() string {
+		for tag, a := range agents {
+			m := a.current()
+			if len(m.Peers) != want[tag] || m.Policy == nil || m.Policy.Version != 1 {
+				return tag + " has peers " + peerIDs(m)
+			}
+		}
+		return ""
+	})
+	db := agents["db"].current().Policy
+	if len(db.Rules) == 0 || db.RuleNames[db.Rules[0].RuleID] != "web-db" {
+		t.Fatalf("db's rules: %+v", db)
+	}
+	for _, r := range db.Rules {
+		if db.RuleNames[r.RuleID] == "admin-ssh" {
+			t.Fatalf("db got a rule it does not enforce: %+v", r)
+		}
+	}
+
+	bad := `rules: [{src: [tag:nope], dst: ["*"]}]`
+	if err := set(1, bad); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("a policy naming an unknown tag: %v", err)
+	}
+	if v := c.State.World().Tenant(tn.ID).Policy.Version; v != 1 {
+		t.Fatalf("a rejected policy moved the version to %d", v)
+	}
+
+	if err := set(1, "tags: [web, db, admin]\nrules: [{name: admin-ssh, src: [tag:admin], dst: [tag:web], ports: [22], proto: tcp}]\n"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "web and db drop each other", func() string {
+		if m := agents["db"].current(); len(m.Peers) != 0 || m.Policy.Version != 2 {
+			return "db has " + peerIDs(m)
+		}
+		if m := agents["web"].current(); len(m.Peers) != 1 {
+			return "web has " + peerIDs(m)
+		}
+		return ""
+	})
+}

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +22,12 @@ type outbox struct {
 	self   *controlpb.Self
 	upsert map[string]*controlpb.Peer
 	remove map[string]struct{}
+	policy *controlpb.Policy // pending replacement
 	bye    *controlpb.Goodbye
+	// known are the peers the agent has once the queued changes are sent, and
+	// sentPolicy the policy it has then; only the hub touches them, under its lock.
+	known      map[string]struct{}
+	sentPolicy *controlpb.Policy
 
 	wake chan struct{} // one pending signal at most
 	done chan struct{} // closed when the session ends
@@ -31,7 +37,7 @@ type outbox struct {
 func newOutbox(n *model.Node) *outbox {
 	return &outbox{
 		nodeID: n.ID, tenantID: n.TenantID, networkID: n.NetworkID,
-		upsert: map[string]*controlpb.Peer{}, remove: map[string]struct{}{},
+		upsert: map[string]*controlpb.Peer{}, remove: map[string]struct{}{}, known: map[string]struct{}{},
 		wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 }
@@ -44,6 +50,7 @@ func (o *outbox) signal() {
 }
 
 func (o *outbox) putPeer(p *controlpb.Peer) {
+	o.known[p.NodeId] = struct{}{}
 	o.mu.Lock()
 	delete(o.remove, p.NodeId)
 	o.upsert[p.NodeId] = p
@@ -52,6 +59,7 @@ func (o *outbox) putPeer(p *controlpb.Peer) {
 }
 
 func (o *outbox) dropPeer(id string) {
+	delete(o.known, id)
 	o.mu.Lock()
 	delete(o.upsert, id)
 	o.remove[id] = struct{}{}
@@ -62,6 +70,18 @@ func (o *outbox) dropPeer(id string) {
 func (o *outbox) setSelf(s *controlpb.Self) {
 	o.mu.Lock()
 	o.self = s
+	o.mu.Unlock()
+	o.signal()
+}
+
+// setPolicy queues p unless the agent has (or will have) it already.
+func (o *outbox) setPolicy(p *controlpb.Policy) {
+	if proto.Equal(p, o.sentPolicy) {
+		return
+	}
+	o.sentPolicy = p
+	o.mu.Lock()
+	o.policy = p
 	o.mu.Unlock()
 	o.signal()
 }
@@ -86,10 +106,10 @@ func (o *outbox) take() (*controlpb.MapDelta, *controlpb.Goodbye) {
 	if o.bye != nil {
 		return nil, o.bye
 	}
-	if o.self == nil && len(o.upsert) == 0 && len(o.remove) == 0 {
+	if o.self == nil && o.policy == nil && len(o.upsert) == 0 && len(o.remove) == 0 {
 		return nil, nil
 	}
-	d := &controlpb.MapDelta{Self: o.self}
+	d := &controlpb.MapDelta{Self: o.self, Policy: o.policy}
 	for _, p := range o.upsert {
 		d.Upsert = append(d.Upsert, p)
 	}
@@ -98,23 +118,57 @@ func (o *outbox) take() (*controlpb.MapDelta, *controlpb.Goodbye) {
 		d.Remove = append(d.Remove, id)
 	}
 	slices.Sort(d.Remove)
-	o.self = nil
+	o.self, o.policy = nil, nil
 	clear(o.upsert)
 	clear(o.remove)
 	return d, nil
 }
 
-// hub routes node changes to the outboxes of the connected agents that see them.
-// Its cost per change is proportional to the connected nodes of the changed node's
-// network, never to all nodes squared.
+// hub routes changes to the outboxes of the connected agents that see them. A node
+// change costs work proportional to the connected nodes of its network, never to
+// all nodes squared. Each tenant's policy is compiled off the writer's path by the
+// hub's worker; until a recompile lands, the last compiled policy decides.
 type hub struct {
+	st  *state.State
+	log *slog.Logger
+
 	mu        sync.Mutex
 	byNode    map[string]*outbox
 	byNetwork map[string]map[string]*outbox
+	byTenant  map[string]map[string]*outbox
+	pol       map[string]*tenantPolicy
+	dirty     map[string]*dirtyTenant // waiting for the worker
+	kick      chan struct{}
 }
 
-func newHub() *hub {
-	return &hub{byNode: map[string]*outbox{}, byNetwork: map[string]map[string]*outbox{}}
+// dirtyTenant is what changed in a tenant since its last compile.
+type dirtyTenant struct {
+	document bool            // the policy document changed: every relation may have
+	nodes    map[string]bool // these nodes changed in a way policy can see
+}
+
+func newHub(st *state.State, log *slog.Logger) *hub {
+	return &hub{
+		st: st, log: log,
+		byNode: map[string]*outbox{}, byNetwork: map[string]map[string]*outbox{}, byTenant: map[string]map[string]*outbox{},
+		pol: map[string]*tenantPolicy{}, dirty: map[string]*dirtyTenant{}, kick: make(chan struct{}, 1),
+	}
+}
+
+func addTo(m map[string]map[string]*outbox, k string, o *outbox) {
+	set := m[k]
+	if set == nil {
+		set = map[string]*outbox{}
+		m[k] = set
+	}
+	set[o.nodeID] = o
+}
+
+func removeFrom(m map[string]map[string]*outbox, k string, o *outbox) {
+	delete(m[k], o.nodeID)
+	if len(m[k]) == 0 {
+		delete(m, k)
+	}
 }
 
 // add registers o and returns the outbox it replaces (an older connection of the
@@ -124,12 +178,8 @@ func (h *hub) add(o *outbox) *outbox {
 	defer h.mu.Unlock()
 	old := h.byNode[o.nodeID]
 	h.byNode[o.nodeID] = o
-	nw := h.byNetwork[o.networkID]
-	if nw == nil {
-		nw = map[string]*outbox{}
-		h.byNetwork[o.networkID] = nw
-	}
-	nw[o.nodeID] = o
+	addTo(h.byNetwork, o.networkID, o)
+	addTo(h.byTenant, o.tenantID, o)
 	return old
 }
 
@@ -141,11 +191,8 @@ func (h *hub) remove(o *outbox) {
 		return
 	}
 	delete(h.byNode, o.nodeID)
-	nw := h.byNetwork[o.networkID]
-	delete(nw, o.nodeID)
-	if len(nw) == 0 {
-		delete(h.byNetwork, o.networkID)
-	}
+	removeFrom(h.byNetwork, o.networkID, o)
+	removeFrom(h.byTenant, o.tenantID, o)
 }
 
 // connected is the number of registered outboxes.
@@ -155,15 +202,82 @@ func (h *hub) connected() int {
 	return len(h.byNode)
 }
 
+// sees says whether viewer gets other as a peer: same network, a node key, and
+// the tenant's compiled policy lets them talk (in either direction).
+func (h *hub) sees(viewer, other *model.Node) bool {
+	if !visible(viewer, other) {
+		return false
+	}
+	tp := h.pol[viewer.TenantID]
+	return tp == nil || tp.allows(viewer.ID, other.ID)
+}
+
+// policy returns tenant t's compiled policy, compiling it now if the hub has none
+// or has one from before node nodeID existed ("" skips that check).
+func (h *hub) policy(t *state.Tenant, nodeID string) (*tenantPolicy, error) {
+	h.mu.Lock()
+	tp := h.pol[t.ID]
+	h.mu.Unlock()
+	if tp != nil && (nodeID == "" || tp.compiled.Has(nodeID)) {
+		return tp, nil
+	}
+	doc, ver := documentOf(t)
+	c, err := Compile(t, doc)
+	if err != nil {
+		return nil, err
+	}
+	tp = newTenantPolicy(ver, c)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur := h.pol[t.ID]; cur != nil && (nodeID == "" || cur.compiled.Has(nodeID)) {
+		return cur, nil
+	}
+	h.pol[t.ID] = tp
+	return tp, nil
+}
+
+func documentOf(t *state.Tenant) (string, int64) {
+	if t.Policy == nil {
+		return "", 0
+	}
+	return t.Policy.Document, t.Policy.Version
+}
+
+// start opens a session: it registers o and returns the node's full map, built
+// after registration so that every later change reaches o as a delta.
+func (h *hub) start(w *state.World, t *state.Tenant, n *model.Node, o *outbox) (*controlpb.NetworkMap, *outbox, error) {
+	tp, err := h.policy(t, n.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	old := h.add(o)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := &controlpb.NetworkMap{Seq: 1, Self: selfView(n, t.Networks.ByID(n.NetworkID))}
+	for _, p := range t.Nodes.All() {
+		if h.sees(n, p) {
+			m.Peers = append(m.Peers, peerView(p))
+			o.known[p.ID] = struct{}{}
+		}
+	}
+	m.Policy = policyView(tp.compiled.Node(n.ID), tp.version)
+	o.sentPolicy = m.Policy
+	return m, old, nil
+}
+
 // apply queues what changes means for every connected agent and returns how many
 // outboxes it touched. The views of a changed node are computed once per change;
-// each affected agent then costs one visibility check and one map insert.
-func (h *hub) apply(w *state.World, changes []state.NodeChange) int {
+// each affected agent then costs one visibility check and one map insert. Changes
+// that policy can see are also handed to the worker.
+func (h *hub) apply(w *state.World, changes state.Changes) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	touched := 0
-	for _, c := range changes {
+	for _, c := range changes.Nodes {
 		n := c.Node()
+		if policyRelevant(c) {
+			h.markDirty(n.TenantID, n.ID, false)
+		}
 		t := w.Tenant(n.TenantID)
 		var oldV, newV *controlpb.Peer
 		if c.Old != nil && !c.Old.NodeKey.IsZero() {
@@ -182,10 +296,12 @@ func (h *hub) apply(w *state.World, changes []state.NodeChange) int {
 					viewer = t.Nodes.ByID(id)
 				}
 				switch {
-				case viewer != nil && c.New != nil && newV != nil && visible(viewer, c.New):
+				case viewer != nil && c.New != nil && newV != nil && h.sees(viewer, c.New):
 					o.putPeer(newV)
-				default:
+				case hasKnown(o, n.ID):
 					o.dropPeer(n.ID)
+				default:
+					continue
 				}
 				touched++
 			}
@@ -196,7 +312,7 @@ func (h *hub) apply(w *state.World, changes []state.NodeChange) int {
 		}
 		touched++
 		if c.New == nil {
-			own.goodbye("node_deleted", "node "+n.Name+" was deleted")
+			own.goodbye(CodeNodeDeleted, "node "+n.Name+" was deleted")
 			continue
 		}
 		var nw *model.Network
@@ -208,5 +324,107 @@ func (h *hub) apply(w *state.World, changes []state.NodeChange) int {
 			own.setSelf(sv)
 		}
 	}
+	for _, tid := range changes.Policies {
+		h.markDirty(tid, "", true)
+	}
 	return touched
+}
+
+func hasKnown(o *outbox, id string) bool {
+	_, ok := o.known[id]
+	return ok
+}
+
+// markDirty records a change for the worker; the caller holds h.mu.
+func (h *hub) markDirty(tenantID, nodeID string, document bool) {
+	if _, compiled := h.pol[tenantID]; !compiled && !document {
+		return // nobody of this tenant is connected; compiled when one connects
+	}
+	d := h.dirty[tenantID]
+	if d == nil {
+		d = &dirtyTenant{nodes: map[string]bool{}}
+		h.dirty[tenantID] = d
+	}
+	d.document = d.document || document
+	if nodeID != "" {
+		d.nodes[nodeID] = true
+	}
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run recompiles dirty tenants and reconciles their connected agents until stop
+// is closed.
+func (h *hub) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-h.kick:
+		}
+		h.mu.Lock()
+		dirty := h.dirty
+		h.dirty = map[string]*dirtyTenant{}
+		h.mu.Unlock()
+		w := h.st.World()
+		for tid, d := range dirty {
+			h.recompile(w, tid, d)
+		}
+	}
+}
+
+// recompile compiles one tenant's policy from w and brings its connected agents'
+// peers and policies in line. A document that no longer compiles (say, a test that
+// names a node just deleted) leaves the last compiled policy in force.
+func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
+	t := w.Tenant(tid)
+	if t == nil {
+		h.mu.Lock()
+		delete(h.pol, tid)
+		h.mu.Unlock()
+		return
+	}
+	doc, ver := documentOf(t)
+	c, err := Compile(t, doc)
+	if err != nil {
+		h.log.Warn("tenant policy no longer compiles; keeping the last compiled one", "tenant", t.Name, "version", ver, "err", err)
+		return
+	}
+	tp := newTenantPolicy(ver, c)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pol[tid] = tp
+	for id, o := range h.byTenant[tid] {
+		viewer := t.Nodes.ByID(id)
+		if viewer == nil {
+			continue
+		}
+		reconcilePeer := func(other *model.Node) {
+			want := h.sees(viewer, other)
+			switch have := hasKnown(o, other.ID); {
+			case want && !have:
+				o.putPeer(peerView(other))
+			case !want && have:
+				o.dropPeer(other.ID)
+			}
+		}
+		// A new policy, or a viewer that itself changed (say, it just joined and its
+		// session began under a policy compiled before it existed): every relation.
+		if d.document || d.nodes[id] {
+			for _, other := range t.Nodes.All() {
+				if other.ID != id {
+					reconcilePeer(other)
+				}
+			}
+		} else {
+			for nid := range d.nodes {
+				if other := t.Nodes.ByID(nid); other != nil && other.ID != id {
+					reconcilePeer(other)
+				}
+			}
+		}
+		o.setPolicy(policyView(tp.compiled.Node(id), tp.version))
+	}
 }

@@ -61,16 +61,18 @@ type Options struct {
 
 // Server serves the control channel. Mount it at noiseconn.Path.
 type Server struct {
-	st    *state.State
-	opts  Options
-	log   *slog.Logger
-	noise *noiseconn.Server
-	hub   *hub
-	m     metrics
+	st      *state.State
+	opts    Options
+	log     *slog.Logger
+	noise   *noiseconn.Server
+	hub     *hub
+	m       metrics
+	reports reports
 
 	mu       sync.Mutex
 	closed   bool
 	sessions sync.WaitGroup
+	stop     chan struct{} // ends the hub's worker
 }
 
 // New returns a Server over st and subscribes it to st's node changes.
@@ -87,16 +89,23 @@ func New(st *state.State, opts Options) *Server {
 	s := &Server{
 		st: st, opts: opts, log: opts.Log.With("component", "control"),
 		noise: &noiseconn.Server{Key: opts.Key, Now: opts.Now},
-		hub:   newHub(),
 		m:     newMetrics(opts.Registry),
+		stop:  make(chan struct{}),
 	}
+	s.hub = newHub(st, s.log)
+	go s.hub.run(s.stop)
 	s.m.connected = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cvlan_control_sessions", Help: "Agents connected over the control channel.",
 	}, func() float64 { return float64(s.hub.connected()) })
 	if opts.Registry != nil {
 		opts.Registry.MustRegister(s.m.connected)
 	}
-	st.WatchNodes(func(w *state.World, changes []state.NodeChange) {
+	st.Watch(func(w *state.World, changes state.Changes) {
+		for _, c := range changes.Nodes {
+			if c.New == nil {
+				s.reports.forget(c.Old.ID)
+			}
+		}
 		s.m.fanout.Add(float64(s.hub.apply(w, changes)))
 	})
 	return s
@@ -114,6 +123,7 @@ func (s *Server) Close() {
 	}
 	s.hub.mu.Unlock()
 	s.sessions.Wait()
+	close(s.stop)
 }
 
 // ServeHTTP runs the handshake and, if the agent is admitted, its session.
@@ -220,9 +230,6 @@ func (s *Server) serve(conn *noiseconn.Conn, node *model.Node) {
 	defer conn.Close()
 	log := s.log.With("node", node.ID, "name", node.Name)
 	ob := newOutbox(node)
-	if old := s.hub.add(ob); old != nil {
-		old.goodbye(CodeReplaced, "replaced by a newer connection of the same node")
-	}
 	defer s.hub.remove(ob)
 	defer ob.end()
 	log.Info("agent connected", "remote", conn.RemoteAddr())
@@ -239,8 +246,16 @@ func (s *Server) serve(conn *noiseconn.Conn, node *model.Node) {
 		s.send(conn, &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_Goodbye{Goodbye: &controlpb.Goodbye{Code: CodeNodeDeleted, Reason: "node was deleted"}}})
 		return
 	}
+	full, old, err := s.hub.start(w, t, n, ob)
+	if err != nil {
+		log.Error("compiling the tenant's policy", "err", err)
+		return
+	}
+	if old != nil {
+		old.goodbye(CodeReplaced, "replaced by a newer connection of the same node")
+	}
 	seq := uint64(1)
-	if err := s.send(conn, &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_FullMap{FullMap: fullMap(t, n, seq)}}); err != nil {
+	if err := s.send(conn, &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_FullMap{FullMap: full}}); err != nil {
 		log.Info("sending network map failed", "err", err)
 		return
 	}
@@ -345,6 +360,8 @@ func (s *Server) handle(ctx context.Context, n *model.Node, b []byte) error {
 			return fmt.Errorf("storing endpoints: %w", err)
 		}
 		return nil
+	case *controlpb.ClientMessage_Counters:
+		return s.reports.put(n.ID, s.opts.Now().UTC(), msg.Counters)
 	case *controlpb.ClientMessage_NodeKeyRotated:
 		nk, err := nodeKey(msg.NodeKeyRotated.GetNodeKey())
 		if err != nil {

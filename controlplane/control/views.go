@@ -5,7 +5,6 @@ import (
 
 	"github.com/cvlan/cvlan/controlplane/controlpb"
 	"github.com/cvlan/cvlan/controlplane/model"
-	"github.com/cvlan/cvlan/controlplane/state"
 )
 
 // visible says whether viewer gets other as a WireGuard peer. Until policy decides
@@ -60,15 +59,4 @@ func selfView(n *model.Node, nw *model.Network) *controlpb.Self {
 		}
 	}
 	return s
-}
-
-// fullMap is n's whole map in tenant t: work proportional to the nodes of t.
-func fullMap(t *state.Tenant, n *model.Node, seq uint64) *controlpb.NetworkMap {
-	m := &controlpb.NetworkMap{Seq: seq, Self: selfView(n, t.Networks.ByID(n.NetworkID))}
-	for _, o := range t.Nodes.All() {
-		if visible(n, o) {
-			m.Peers = append(m.Peers, peerView(o))
-		}
-	}
-	return m
 }

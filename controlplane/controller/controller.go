@@ -71,7 +71,7 @@ func open(ctx context.Context, cfg Config) (*opened, error) {
 	if c.store, err = openStore(ctx, &cfg); err != nil {
 		return nil, err
 	}
-	if c.state, err = state.Open(ctx, c.store, state.Options{}); err != nil {
+	if c.state, err = state.Open(ctx, c.store, state.Options{CheckPolicy: control.CheckPolicy}); err != nil {
 		c.store.Close()
 		return nil, err
 	}
@@ -132,7 +132,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr net.
 	ctl := control.New(s, control.Options{Key: nk.DHKey(), Log: log, Registry: reg})
 	mux := http.NewServeMux()
 	mux.Handle("POST "+noiseconn.Path, ctl)
-	mux.Handle("/", api.New(s, api.Options{Log: log, Registry: reg, Version: version.Version, NoisePublicKey: nk.Public.String()}))
+	mux.Handle("/", api.New(s, api.Options{Log: log, Registry: reg, Version: version.Version, NoisePublicKey: nk.Public.String(),
+		NodeStatus: ctl.NodeStatus, PolicyTest: control.PolicyTest}))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -356,6 +356,7 @@ type ClientMessage struct {
 	//	*ClientMessage_Endpoints
 	//	*ClientMessage_NodeKeyRotated
 	//	*ClientMessage_KeepAlive
+	//	*ClientMessage_Counters
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -425,6 +426,15 @@ func (x *ClientMessage) GetKeepAlive() *KeepAlive {
 	return nil
 }
 
+func (x *ClientMessage) GetCounters() *Counters {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Counters); ok {
+			return x.Counters
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -441,11 +451,17 @@ type ClientMessage_KeepAlive struct {
 	KeepAlive *KeepAlive `protobuf:"bytes,3,opt,name=keep_alive,json=keepAlive,proto3,oneof"`
 }
 
+type ClientMessage_Counters struct {
+	Counters *Counters `protobuf:"bytes,4,opt,name=counters,proto3,oneof"`
+}
+
 func (*ClientMessage_Endpoints) isClientMessage_Msg() {}
 
 func (*ClientMessage_NodeKeyRotated) isClientMessage_Msg() {}
 
 func (*ClientMessage_KeepAlive) isClientMessage_Msg() {}
+
+func (*ClientMessage_Counters) isClientMessage_Msg() {}
 
 // NetworkMap is everything a node needs, sent first on every connection.
 type NetworkMap struct {
@@ -1104,6 +1120,120 @@ func (x *NodeKeyRotated) GetNodeKey() []byte {
 	return nil
 }
 
+// Counters reports the node's policy counters: per rule (packets and bytes accepted
+// by it, since the programs were loaded) and drops by reason.
+type Counters struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*RuleCounter         `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	Drops         map[string]uint64      `protobuf:"bytes,2,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Counters) Reset() {
+	*x = Counters{}
+	mi := &file_control_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Counters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Counters) ProtoMessage() {}
+
+func (x *Counters) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Counters.ProtoReflect.Descriptor instead.
+func (*Counters) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Counters) GetRules() []*RuleCounter {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *Counters) GetDrops() map[string]uint64 {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
+type RuleCounter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RuleId        uint32                 `protobuf:"varint,1,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
+	Packets       uint64                 `protobuf:"varint,2,opt,name=packets,proto3" json:"packets,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleCounter) Reset() {
+	*x = RuleCounter{}
+	mi := &file_control_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleCounter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleCounter) ProtoMessage() {}
+
+func (x *RuleCounter) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleCounter.ProtoReflect.Descriptor instead.
+func (*RuleCounter) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RuleCounter) GetRuleId() uint32 {
+	if x != nil {
+		return x.RuleId
+	}
+	return 0
+}
+
+func (x *RuleCounter) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *RuleCounter) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 // KeepAlive keeps an idle connection inside the other side's read deadline.
 type KeepAlive struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1113,7 +1243,7 @@ type KeepAlive struct {
 
 func (x *KeepAlive) Reset() {
 	*x = KeepAlive{}
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1255,7 @@ func (x *KeepAlive) String() string {
 func (*KeepAlive) ProtoMessage() {}
 
 func (x *KeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1268,7 @@ func (x *KeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAlive.ProtoReflect.Descriptor instead.
 func (*KeepAlive) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{14}
+	return file_control_proto_rawDescGZIP(), []int{16}
 }
 
 // Goodbye says why the controller closes the connection; code "node_deleted" means
@@ -1153,7 +1283,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1295,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1308,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{15}
+	return file_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1221,12 +1351,13 @@ const file_control_proto_rawDesc = "" +
 	"\n" +
 	"keep_alive\x18\x03 \x01(\v2\x1b.cvlan.control.v1.KeepAliveH\x00R\tkeepAlive\x125\n" +
 	"\agoodbye\x18\x04 \x01(\v2\x19.cvlan.control.v1.GoodbyeH\x00R\agoodbyeB\x05\n" +
-	"\x03msg\"\xdf\x01\n" +
+	"\x03msg\"\x99\x02\n" +
 	"\rClientMessage\x12;\n" +
 	"\tendpoints\x18\x01 \x01(\v2\x1b.cvlan.control.v1.EndpointsH\x00R\tendpoints\x12L\n" +
 	"\x10node_key_rotated\x18\x02 \x01(\v2 .cvlan.control.v1.NodeKeyRotatedH\x00R\x0enodeKeyRotated\x12<\n" +
 	"\n" +
-	"keep_alive\x18\x03 \x01(\v2\x1b.cvlan.control.v1.KeepAliveH\x00R\tkeepAliveB\x05\n" +
+	"keep_alive\x18\x03 \x01(\v2\x1b.cvlan.control.v1.KeepAliveH\x00R\tkeepAlive\x128\n" +
+	"\bcounters\x18\x04 \x01(\v2\x1a.cvlan.control.v1.CountersH\x00R\bcountersB\x05\n" +
 	"\x03msg\"\xaa\x01\n" +
 	"\n" +
 	"NetworkMap\x12\x10\n" +
@@ -1283,7 +1414,18 @@ const file_control_proto_rawDesc = "" +
 	"\tEndpoints\x12\x1c\n" +
 	"\tendpoints\x18\x01 \x03(\tR\tendpoints\"+\n" +
 	"\x0eNodeKeyRotated\x12\x19\n" +
-	"\bnode_key\x18\x01 \x01(\fR\anodeKey\"\v\n" +
+	"\bnode_key\x18\x01 \x01(\fR\anodeKey\"\xb6\x01\n" +
+	"\bCounters\x123\n" +
+	"\x05rules\x18\x01 \x03(\v2\x1d.cvlan.control.v1.RuleCounterR\x05rules\x12;\n" +
+	"\x05drops\x18\x02 \x03(\v2%.cvlan.control.v1.Counters.DropsEntryR\x05drops\x1a8\n" +
+	"\n" +
+	"DropsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"V\n" +
+	"\vRuleCounter\x12\x17\n" +
+	"\arule_id\x18\x01 \x01(\rR\x06ruleId\x12\x18\n" +
+	"\apackets\x18\x02 \x01(\x04R\apackets\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\v\n" +
 	"\tKeepAlive\"5\n" +
 	"\aGoodbye\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x12\n" +
@@ -1301,7 +1443,7 @@ func file_control_proto_rawDescGZIP() []byte {
 	return file_control_proto_rawDescData
 }
 
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_control_proto_goTypes = []any{
 	(*ClientHello)(nil),    // 0: cvlan.control.v1.ClientHello
 	(*Enroll)(nil),         // 1: cvlan.control.v1.Enroll
@@ -1317,33 +1459,39 @@ var file_control_proto_goTypes = []any{
 	(*RuleEntry)(nil),      // 11: cvlan.control.v1.RuleEntry
 	(*Endpoints)(nil),      // 12: cvlan.control.v1.Endpoints
 	(*NodeKeyRotated)(nil), // 13: cvlan.control.v1.NodeKeyRotated
-	(*KeepAlive)(nil),      // 14: cvlan.control.v1.KeepAlive
-	(*Goodbye)(nil),        // 15: cvlan.control.v1.Goodbye
-	nil,                    // 16: cvlan.control.v1.Policy.RuleNamesEntry
+	(*Counters)(nil),       // 14: cvlan.control.v1.Counters
+	(*RuleCounter)(nil),    // 15: cvlan.control.v1.RuleCounter
+	(*KeepAlive)(nil),      // 16: cvlan.control.v1.KeepAlive
+	(*Goodbye)(nil),        // 17: cvlan.control.v1.Goodbye
+	nil,                    // 18: cvlan.control.v1.Policy.RuleNamesEntry
+	nil,                    // 19: cvlan.control.v1.Counters.DropsEntry
 }
 var file_control_proto_depIdxs = []int32{
 	1,  // 0: cvlan.control.v1.ClientHello.enroll:type_name -> cvlan.control.v1.Enroll
 	5,  // 1: cvlan.control.v1.ServerMessage.full_map:type_name -> cvlan.control.v1.NetworkMap
 	8,  // 2: cvlan.control.v1.ServerMessage.delta:type_name -> cvlan.control.v1.MapDelta
-	14, // 3: cvlan.control.v1.ServerMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
-	15, // 4: cvlan.control.v1.ServerMessage.goodbye:type_name -> cvlan.control.v1.Goodbye
+	16, // 3: cvlan.control.v1.ServerMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
+	17, // 4: cvlan.control.v1.ServerMessage.goodbye:type_name -> cvlan.control.v1.Goodbye
 	12, // 5: cvlan.control.v1.ClientMessage.endpoints:type_name -> cvlan.control.v1.Endpoints
 	13, // 6: cvlan.control.v1.ClientMessage.node_key_rotated:type_name -> cvlan.control.v1.NodeKeyRotated
-	14, // 7: cvlan.control.v1.ClientMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
-	6,  // 8: cvlan.control.v1.NetworkMap.self:type_name -> cvlan.control.v1.Self
-	7,  // 9: cvlan.control.v1.NetworkMap.peers:type_name -> cvlan.control.v1.Peer
-	9,  // 10: cvlan.control.v1.NetworkMap.policy:type_name -> cvlan.control.v1.Policy
-	6,  // 11: cvlan.control.v1.MapDelta.self:type_name -> cvlan.control.v1.Self
-	7,  // 12: cvlan.control.v1.MapDelta.upsert:type_name -> cvlan.control.v1.Peer
-	9,  // 13: cvlan.control.v1.MapDelta.policy:type_name -> cvlan.control.v1.Policy
-	10, // 14: cvlan.control.v1.Policy.prefixes:type_name -> cvlan.control.v1.IdentityPrefix
-	11, // 15: cvlan.control.v1.Policy.rules:type_name -> cvlan.control.v1.RuleEntry
-	16, // 16: cvlan.control.v1.Policy.rule_names:type_name -> cvlan.control.v1.Policy.RuleNamesEntry
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	16, // 7: cvlan.control.v1.ClientMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
+	14, // 8: cvlan.control.v1.ClientMessage.counters:type_name -> cvlan.control.v1.Counters
+	6,  // 9: cvlan.control.v1.NetworkMap.self:type_name -> cvlan.control.v1.Self
+	7,  // 10: cvlan.control.v1.NetworkMap.peers:type_name -> cvlan.control.v1.Peer
+	9,  // 11: cvlan.control.v1.NetworkMap.policy:type_name -> cvlan.control.v1.Policy
+	6,  // 12: cvlan.control.v1.MapDelta.self:type_name -> cvlan.control.v1.Self
+	7,  // 13: cvlan.control.v1.MapDelta.upsert:type_name -> cvlan.control.v1.Peer
+	9,  // 14: cvlan.control.v1.MapDelta.policy:type_name -> cvlan.control.v1.Policy
+	10, // 15: cvlan.control.v1.Policy.prefixes:type_name -> cvlan.control.v1.IdentityPrefix
+	11, // 16: cvlan.control.v1.Policy.rules:type_name -> cvlan.control.v1.RuleEntry
+	18, // 17: cvlan.control.v1.Policy.rule_names:type_name -> cvlan.control.v1.Policy.RuleNamesEntry
+	15, // 18: cvlan.control.v1.Counters.rules:type_name -> cvlan.control.v1.RuleCounter
+	19, // 19: cvlan.control.v1.Counters.drops:type_name -> cvlan.control.v1.Counters.DropsEntry
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -1361,6 +1509,7 @@ func file_control_proto_init() {
 		(*ClientMessage_Endpoints)(nil),
 		(*ClientMessage_NodeKeyRotated)(nil),
 		(*ClientMessage_KeepAlive)(nil),
+		(*ClientMessage_Counters)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1368,7 +1517,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -61,7 +61,7 @@ func StartWith(t testing.TB, opts Options) *Controller {
 		t.Fatalf("opening store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s, err := state.Open(ctx, st, state.Options{Now: opts.Now})
+	s, err := state.Open(ctx, st, state.Options{Now: opts.Now, CheckPolicy: control.CheckPolicy})
 	if err != nil {
 		t.Fatalf("opening state: %v", err)
 	}
@@ -79,7 +79,7 @@ func StartWith(t testing.TB, opts Options) *Controller {
 	ctl := control.New(s, control.Options{Key: nk, Now: opts.Now, KeepAlive: opts.KeepAlive, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	mux := http.NewServeMux()
 	mux.Handle("POST "+noiseconn.Path, ctl)
-	mux.Handle("/", api.New(s, api.Options{Version: "test", NoisePublicKey: noiseKey}))
+	mux.Handle("/", api.New(s, api.Options{Version: "test", NoisePublicKey: noiseKey, NodeStatus: ctl.NodeStatus, PolicyTest: control.PolicyTest}))
 	srv := httptest.NewTLSServer(mux)
 	t.Cleanup(func() {
 		ctl.Close()

@@ -49,6 +49,12 @@ type runError struct{ err error }
 func (e runError) Error() string { return e.err.Error() }
 func (e runError) Unwrap() error { return e.err }
 
+// silentError ends a command with an exit code and no message: the command has
+// already said everything (policy test: denied).
+type silentError struct{ code int }
+
+func (e silentError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
 // app holds the global flags and the writers; commands read settings through it.
 type app struct {
 	stdout, stderr io.Writer
@@ -72,6 +78,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var se silentError
+	if errors.As(err, &se) {
+		return se.code
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", binary, strings.TrimSpace(err.Error()))
 	var ue usageError

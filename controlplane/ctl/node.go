@@ -2,6 +2,10 @@ package ctl
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -99,7 +103,24 @@ func (a *app) nodeCmd() *cobra.Command {
 		},
 	}
 
-	cmd := objectCmd(a, r, "Manage nodes", create, update, rotate)
+	status := &cobra.Command{
+		Use:   "status NAME|ID",
+		Short: "Show whether a node's agent is connected, and its per-rule policy counters",
+		Args:  oneArg("NAME|ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, tenant, err := a.tenantClient()
+			if err != nil {
+				return err
+			}
+			st, err := c.NodeStatus(cmd.Context(), tenant, args[0])
+			if err != nil {
+				return err
+			}
+			return a.emit(st, func(w io.Writer) error { return writeNodeStatus(w, args[0], st) })
+		},
+	}
+
+	cmd := objectCmd(a, r, "Manage nodes", create, update, rotate, status)
 	for _, sub := range cmd.Commands() {
 		if sub.Name() == "list" {
 			sub.Flags().StringVar(&network, "network", "", "list only this `network`'s nodes")
@@ -115,4 +136,34 @@ func kinds() []string {
 		s[i] = string(k)
 	}
 	return s
+}
+
+func writeNodeStatus(w io.Writer, name string, st apiv1.NodeStatus) error {
+	conn := "not connected"
+	if st.Connected {
+		conn = "connected"
+	}
+	fmt.Fprintf(w, "node %s (%s): agent %s", name, st.NodeID, conn)
+	if !st.ReportedAt.IsZero() {
+		fmt.Fprintf(w, ", counters reported %s", when(st.ReportedAt))
+	}
+	fmt.Fprintln(w)
+	t := table[apiv1.RuleCounter]{
+		{"RULE", func(r apiv1.RuleCounter) string { return r.Name }},
+		{"ID", func(r apiv1.RuleCounter) string { return strconv.FormatUint(uint64(r.ID), 10) }},
+		{"PACKETS", func(r apiv1.RuleCounter) string { return strconv.FormatUint(r.Packets, 10) }},
+		{"BYTES", func(r apiv1.RuleCounter) string { return strconv.FormatUint(r.Bytes, 10) }},
+	}
+	if err := t.write(w, st.Rules); err != nil {
+		return err
+	}
+	reasons := make([]string, 0, len(st.Drops))
+	for k := range st.Drops {
+		reasons = append(reasons, k)
+	}
+	slices.Sort(reasons)
+	for _, k := range reasons {
+		fmt.Fprintf(w, "dropped (%s): %d\n", k, st.Drops[k])
+	}
+	return nil
 }

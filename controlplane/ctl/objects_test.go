@@ -255,16 +255,16 @@ func TestPolicy(t *testing.T) {
 
 	h.fail(1, "policy", "get")
 	file := filepath.Join(t.TempDir(), "policy.txt")
-	if err := os.WriteFile(file, []byte("allow a -> b\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("rules: [{src: [a], dst: [b]}]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var p model.Policy
 	h.jsonOf(&p, "policy", "set", "-f", file)
-	if p.Document != "allow a -> b\n" {
+	if p.Document != "rules: [{src: [a], dst: [b]}]\n" {
 		t.Fatalf("set %+v", p)
 	}
 	v1 := p.Version
-	if out := h.ok("policy", "get"); out != "allow a -> b\n" {
+	if out := h.ok("policy", "get"); out != "rules: [{src: [a], dst: [b]}]\n" {
 		t.Errorf("policy get printed %q", out)
 	}
 	if out := h.ok("policy", "get", "--version-only"); strings.TrimSpace(out) != itoa(v1) {
@@ -272,9 +272,9 @@ func TestPolicy(t *testing.T) {
 	}
 
 	// From stdin, naming the version read: a read-modify-write.
-	h.stdin = "allow a -> c\n"
+	h.stdin = "rules: [{src: [a], dst: [c]}]\n"
 	h.jsonOf(&p, "policy", "set", "-f", "-", "--version", itoa(v1))
-	if p.Version <= v1 || p.Document != "allow a -> c\n" {
+	if p.Version <= v1 || p.Document != "rules: [{src: [a], dst: [c]}]\n" {
 		t.Fatalf("second set %+v", p)
 	}
 
@@ -287,6 +287,14 @@ func TestPolicy(t *testing.T) {
 	if errs := h.fail(1, "policy", "set", "-f", file, "--version", itoa(v1)); errs != apiMessage(t, err) {
 		t.Errorf("stale set: %q, want the API's %q", errs, apiMessage(t, err))
 	}
+
+	// policy test exits 1 on deny and names what decided; bad arguments are usage errors.
+	if out, errs, code := h.run("policy", "test", "100.64.0.1", "100.64.0.2", "22/tcp"); code != 1 || errs != "" || !strings.HasPrefix(out, "deny: 100.64.0.1 -> 100.64.0.2 22/tcp") {
+		t.Errorf("policy test of a denied flow: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	h.fail(2, "policy", "test", "a", "b", "22")
+	h.fail(2, "policy", "test", "a", "b", "99999/tcp")
+	h.fail(1, "policy", "test", "nosuchnode", "100.64.0.2", "22/tcp")
 
 	var hist []model.Policy
 	h.jsonOf(&hist, "policy", "history")

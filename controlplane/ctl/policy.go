@@ -136,5 +136,63 @@ came first. Without --version, set reads the current version just before writing
 	history := listCmd(a, r)
 	history.Use, history.Aliases, history.Short = "history", []string{"versions"}, "List the tenant's policy versions, newest first"
 
-	return group("policy", "Read and write the tenant's policy", get, set, del, history)
+	test := &cobra.Command{
+		Use:   "test SRC DST PORT/PROTO",
+		Short: "Ask whether SRC can reach DST, and which rule decides",
+		Long: `Ask the controller whether SRC can reach DST on PORT/PROTO under the policy in
+force, and which rule decides. SRC and DST are node names or ids, or addresses;
+PORT/PROTO is like 443/tcp, 53/udp or icmp. Exits 0 when allowed, 1 when denied.`,
+		Example: "  cvlanctl -t acme policy test web-1 db-1 5432/tcp",
+		Args:    cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := policyTestRequest(args)
+			if err != nil {
+				return usageError{err}
+			}
+			c, tenant, err := a.tenantClient()
+			if err != nil {
+				return err
+			}
+			d, err := c.TestPolicy(cmd.Context(), tenant, req)
+			if err != nil {
+				return err
+			}
+			err = a.emit(d, func(w io.Writer) error {
+				rule := d.Rule
+				if rule == "" {
+					rule = "no rule matched (default deny)"
+				}
+				_, err := fmt.Fprintf(w, "%s: %s -> %s %s (policy version %d, rule: %s)\n", d.Verdict, d.Src, d.Dst, args[2], d.Version, rule)
+				return err
+			})
+			if err == nil && d.Verdict != "accept" {
+				return errDenied
+			}
+			return err
+		},
+	}
+
+	return group("policy", "Read and write the tenant's policy", get, set, del, history, test)
+}
+
+// errDenied makes `policy test` exit 1 without printing an error.
+var errDenied = silentError{code: 1}
+
+// policyTestRequest parses SRC DST PORT/PROTO.
+func policyTestRequest(args []string) (apiv1.PolicyTest, error) {
+	req := apiv1.PolicyTest{Src: args[0], Dst: args[1]}
+	port, proto, found := strings.Cut(args[2], "/")
+	switch {
+	case args[2] == "icmp":
+		req.Proto = "icmp"
+	case !found:
+		return req, fmt.Errorf("%q: want PORT/PROTO such as 443/tcp, or icmp", args[2])
+	default:
+		n, err := strconv.Atoi(port)
+		if err != nil {
+			return req, fmt.Errorf("%q: port %q is not a number", args[2], port)
+		}
+		req.Port, req.Proto = n, proto
+	}
+	return req, req.Validate()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cvlan/cvlan/controlplane/controlpb"
 	"github.com/cvlan/cvlan/controlplane/key"
+	"github.com/cvlan/cvlan/policy"
 )
 
 // Map is a node's whole network map. Peers are sorted by NodeID. A Map is never
@@ -23,6 +24,8 @@ type Map struct {
 	Seq   uint64 `json:"seq"`
 	Self  Self   `json:"self"`
 	Peers []Peer `json:"peers"`
+	// Policy is the node's compiled policy; nil when the controller sent none.
+	Policy *policy.NodePolicy `json:"policy,omitempty"`
 }
 
 // Self is the node's own part.
@@ -76,6 +79,9 @@ func FromProto(pm *controlpb.NetworkMap) (*Map, error) {
 		return nil, err
 	}
 	m := &Map{Seq: pm.GetSeq(), Self: self, Peers: make([]Peer, 0, len(pm.GetPeers()))}
+	if m.Policy, err = policyFromProto(pm.GetPolicy()); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for i, pp := range pm.GetPeers() {
 		p, err := peerFromProto(pp)
@@ -101,7 +107,14 @@ func (m *Map) Apply(d *controlpb.MapDelta) (*Map, error) {
 	if d.GetSeq() <= m.Seq {
 		return nil, fmt.Errorf("map delta: seq %d is not after the map's %d", d.GetSeq(), m.Seq)
 	}
-	out := &Map{Seq: d.GetSeq(), Self: m.Self}
+	out := &Map{Seq: d.GetSeq(), Self: m.Self, Policy: m.Policy}
+	if d.GetPolicy() != nil {
+		np, err := policyFromProto(d.GetPolicy())
+		if err != nil {
+			return nil, err
+		}
+		out.Policy = np
+	}
 	if d.GetSelf() != nil {
 		self, err := selfFromProto(d.GetSelf())
 		if err != nil {

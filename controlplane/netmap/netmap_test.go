@@ -32,7 +32,9 @@ func TestApply(t *testing.T) {
 	if m.Peers[0].NodeID != "nd_b" || m.Peer("nd_c") == nil || m.Peer("nd_x") != nil {
 		t.Fatalf("peers not sorted or not found: %+v", m.Peers)
 	}
-	m2, err := m.Apply(&controlpb.MapDelta{Seq: 2, Upsert: []*controlpb.Peer{peer("nd_b", 9), peer("nd_d", 4)}, Remove: []string{"nd_c"}})
+	pol := &controlpb.Policy{Version: 3, Prefixes: []*controlpb.IdentityPrefix{{Prefix: "100.64.0.2/32", Identity: 1}},
+		Rules: []*controlpb.RuleEntry{{Direction: 0, Identity: 1, Proto: 6, PortLo: 443, PortHi: 443, Verdict: 1, RuleId: 7}}, RuleNames: map[uint32]string{7: "web"}}
+	m2, err := m.Apply(&controlpb.MapDelta{Seq: 2, Upsert: []*controlpb.Peer{peer("nd_b", 9), peer("nd_d", 4)}, Remove: []string{"nd_c"}, Policy: pol})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +44,9 @@ func TestApply(t *testing.T) {
 	}
 	if strings.Join(ids, ",") != "nd_b,nd_d" || m2.Peer("nd_b").NodeKey.Raw()[0] != 9 {
 		t.Fatalf("after delta: %v", ids)
+	}
+	if m2.Policy == nil || m2.Policy.Version != 3 || m2.Policy.Rules[0].PortLo != 443 || m2.Policy.RuleNames[7] != "web" {
+		t.Fatalf("policy not applied: %+v", m2.Policy)
 	}
 	if len(m.Peers) != 2 || m.Peer("nd_c") == nil || m.Peer("nd_b").NodeKey.Raw()[0] != 2 {
 		t.Fatal("Apply modified the old map")
@@ -57,7 +62,7 @@ func TestApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	back, err := Unmarshal(b)
-	if err != nil || back.Seq != 3 || back.Peer("nd_d") == nil || back.Self.Addresses[0].String() != "100.64.0.1/32" {
+	if err != nil || back.Seq != 3 || back.Peer("nd_d") == nil || back.Self.Addresses[0].String() != "100.64.0.1/32" || back.Policy.Prefixes[0].Prefix.String() != "100.64.0.2/32" {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 }
@@ -88,6 +93,21 @@ func TestBadInput(t *testing.T) {
 		{"endpoint port", full(func(m *controlpb.NetworkMap) { m.Peers[0].Endpoints = []string{"10.0.0.1:0"} }), "endpoints[0]"},
 		{"allowed", full(func(m *controlpb.NetworkMap) { m.Peers[0].AllowedIps = []string{"x"} }), "allowed_ips[0]"},
 		{"nil peer", full(func(m *controlpb.NetworkMap) { m.Peers = []*controlpb.Peer{nil} }), "peers[0]: missing"},
+		{"policy prefix", full(func(m *controlpb.NetworkMap) {
+			m.Policy = &controlpb.Policy{Prefixes: []*controlpb.IdentityPrefix{{Prefix: "100.64.0.1/24"}}}
+		}), "policy.prefixes[0]"},
+		{"policy direction", full(func(m *controlpb.NetworkMap) {
+			m.Policy = &controlpb.Policy{Rules: []*controlpb.RuleEntry{{Direction: 2, Proto: 6}}}
+		}), "policy.rules[0].direction"},
+		{"policy proto", full(func(m *controlpb.NetworkMap) {
+			m.Policy = &controlpb.Policy{Rules: []*controlpb.RuleEntry{{Proto: 47}}}
+		}), "policy.rules[0].proto"},
+		{"policy ports", full(func(m *controlpb.NetworkMap) {
+			m.Policy = &controlpb.Policy{Rules: []*controlpb.RuleEntry{{Proto: 6, PortLo: 10, PortHi: 9}}}
+		}), "policy.rules[0]: ports"},
+		{"policy verdict", full(func(m *controlpb.NetworkMap) {
+			m.Policy = &controlpb.Policy{Rules: []*controlpb.RuleEntry{{Proto: 6, PortHi: 9, Verdict: 3}}}
+		}), "policy.rules[0].verdict"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

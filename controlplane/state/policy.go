@@ -47,8 +47,14 @@ func (s *State) SetPolicy(ctx context.Context, actor Actor, tenantID string, exp
 		if document == "" && (t.Policy == nil || t.Policy.Document == "") {
 			return model.NotFoundf("policy of tenant", t.Name)
 		}
+		if document != "" && s.checkPolicy != nil {
+			if err := s.checkPolicy(t, document); err != nil {
+				return err
+			}
+		}
 		p := &model.Policy{TenantID: tenantID, Version: cur + 1, Document: document, CreatedAt: tx.now, CreatedBy: string(actor)}
 		t.Policy = p
+		tx.policies = append(tx.policies, tenantID)
 		tx.op(func(ctx context.Context, stx store.Tx) error { return stx.AddPolicy(ctx, p) })
 		action := model.ActionUpdate
 		if document == "" {

@@ -20,8 +20,16 @@ type State struct {
 	world atomic.Pointer[World]
 	st    store.Store
 	now   func() time.Time
-	// watchers get every committed batch of node changes, in commit order.
-	watchers []func(*World, []NodeChange)
+	// watchers get every committed batch of changes, in commit order.
+	watchers    []func(*World, Changes)
+	checkPolicy func(t *Tenant, document string) error
+}
+
+// Changes is what one committed write changed that watchers care about.
+type Changes struct {
+	Nodes []NodeChange
+	// Policies are the tenants whose policy document changed (set or deleted).
+	Policies []string
 }
 
 // NodeChange is one node added (Old nil), changed, or removed (New nil).
@@ -37,11 +45,11 @@ func (c NodeChange) Node() *model.Node {
 	return c.Old
 }
 
-// WatchNodes registers fn to be called with the new World and its node changes
-// after every write that changed nodes, after that World is published, in commit
+// Watch registers fn to be called with the new World and its changes after every
+// write that changed nodes or a policy, after that World is published, in commit
 // order. fn runs on the writer's goroutine while it holds the write lock: it must
 // be quick, must not block and must not write to the State.
-func (s *State) WatchNodes(fn func(*World, []NodeChange)) {
+func (s *State) Watch(fn func(*World, Changes)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.watchers = append(s.watchers, fn)
@@ -51,6 +59,10 @@ func (s *State) WatchNodes(fn func(*World, []NodeChange)) {
 type Options struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// CheckPolicy, when set, vets a tenant's new policy document against the
+	// tenant as it will be (its nodes, tags, addresses); an error refuses the
+	// document and the old policy stays in force.
+	CheckPolicy func(t *Tenant, document string) error
 }
 
 // Open loads the store into memory.
@@ -59,7 +71,7 @@ func Open(ctx context.Context, st store.Store, opts Options) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading state: %w", err)
 	}
-	s := &State{st: st, now: opts.Now}
+	s := &State{st: st, now: opts.Now, checkPolicy: opts.CheckPolicy}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -82,12 +94,13 @@ type Actor string
 // txn is one change being built: a copy-on-write World and the store operations and
 // audit entries that persist it.
 type txn struct {
-	w      *World
-	copied map[string]*Tenant
-	ops    []func(context.Context, store.Tx) error
-	nodes  []NodeChange
-	actor  Actor
-	now    time.Time
+	w        *World
+	copied   map[string]*Tenant
+	ops      []func(context.Context, store.Tx) error
+	nodes    []NodeChange
+	policies []string
+	actor    Actor
+	now      time.Time
 }
 
 // write runs fn as the one writer; if fn succeeds and the store commits, the new
@@ -113,9 +126,9 @@ func (s *State) write(ctx context.Context, actor Actor, fn func(*txn) error) err
 		return storeError(err)
 	}
 	s.world.Store(tx.w)
-	if len(tx.nodes) > 0 {
+	if len(tx.nodes) > 0 || len(tx.policies) > 0 {
 		for _, fn := range s.watchers {
-			fn(tx.w, tx.nodes)
+			fn(tx.w, Changes{Nodes: tx.nodes, Policies: tx.policies})
 		}
 	}
 	return nil
