@@ -48,12 +48,12 @@
 // or its own length field, a wrong version, a length field beyond the packet, a
 // transport header cut short (TCP 20 bytes with a data offset of at least 5, UDP 8,
 // ICMP 8) also in a first fragment, an IPv6 extension header beyond the packet, or
-// more than six extension headers. Headers are read in place from the packet's linear
-// data, which the programs extend to the first 256 bytes where it is shorter; a
-// header beyond the linear data counts as missing. Other IP protocols (including AH and ESP) are
-// dropped as "unsupported_proto", non-IP frames as "unsupported_l3", except that in
-// Ethernet mode ARP and IPv6 neighbour discovery pass ("l2"). If the active
-// generation is missing its maps, packets drop as "no_policy".
+// more than six extension headers. Headers are read in place from the packet's
+// linear data, which the programs extend to the first 256 bytes where it is shorter;
+// a header beyond the linear data counts as missing. Other IP protocols (including AH
+// and ESP) are dropped as "unsupported_proto", non-IP frames as "unsupported_l3",
+// except that in Ethernet mode ARP and IPv6 neighbour discovery pass ("l2"). If the
+// active generation is missing its maps, packets drop as "no_policy".
 //
 // # Maps and the generation switch
 //
