@@ -26,6 +26,7 @@ import (
 	"github.com/cvlan/cvlan/controlplane/controlpb"
 	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/controlplane/netmap"
+	"github.com/cvlan/cvlan/datapath/bpfpolicy"
 	"github.com/cvlan/cvlan/datapath/nl"
 	"github.com/cvlan/cvlan/datapath/route"
 	"github.com/cvlan/cvlan/datapath/wg"
@@ -41,14 +42,16 @@ var ErrNodeDeleted = errors.New("the controller deleted this node")
 
 // Agent is one running agent.
 type Agent struct {
-	cfg    Config
-	log    *slog.Logger
-	dir    stateDir
-	id     identity
-	dev    *wg.Device
-	routes *route.Router
-	client *controlclient.Client
-	m      *metrics
+	cfg Config
+	log *slog.Logger
+	dir stateDir
+	id  identity
+	dev *wg.Device
+	// enforcer is the eBPF policy on the overlay interface.
+	enforcer *bpfpolicy.Enforcer
+	routes   *route.Router
+	client   *controlclient.Client
+	m        *metrics
 
 	mu        sync.Mutex // guards below; held while applying a map
 	machine   key.Private
@@ -90,6 +93,12 @@ func Run(ctx context.Context, cfg Config) error {
 	defer h.Close()
 	a.routes = route.New(h)
 	a.log.Info("WireGuard interface up", "interface", cfg.Interface, "implementation", a.dev.Impl())
+	// Pinned programs and maps outlive the agent: a restart reuses them, so the
+	// policy in force keeps being enforced while the agent is away.
+	if a.enforcer, err = bpfpolicy.Open(bpfpolicy.Options{Interface: cfg.Interface, Log: a.log}); err != nil {
+		return fmt.Errorf("loading the eBPF policy on %s: %w", cfg.Interface, err)
+	}
+	defer a.enforcer.Close()
 	a.m = newMetrics(a)
 
 	// Fail-static: the last map first, before the controller says anything.
@@ -115,6 +124,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.watchEndpoints(ctx)
+	go a.reportCounters(ctx)
 	err = a.client.Run(ctx)
 	var ref *controlclient.RefusedError
 	if errors.As(err, &ref) && (ref.Code == "node_deleted" || ref.Code == "machine_unknown" && a.id.Enrolled) {
@@ -122,6 +132,9 @@ func Run(ctx context.Context, cfg Config) error {
 		a.mu.Lock()
 		a.applyLocked(nil)
 		a.mu.Unlock()
+		if rerr := a.enforcer.Remove(); rerr != nil {
+			a.log.Warn("removing the eBPF policy", "err", rerr)
+		}
 		if ferr := a.dir.forget(); ferr != nil {
 			a.log.Warn("forgetting the node", "err", ferr)
 		}
@@ -153,6 +166,13 @@ func (a *Agent) applyLocked(m *netmap.Map) {
 			})
 		}
 		rc.MTU, rc.Addresses, rc.Routes = m.Self.MTU, m.Self.Addresses, m.Self.Routes
+		// Policy first: a new peer's address is unknown to the old policy (so
+		// denied) until then, and access taken away is gone before peers change.
+		if err := a.setPolicyLocked(m.Policy); err != nil {
+			a.log.Error("loading the policy", "err", err)
+			a.m.applyErrors.Inc()
+			return
+		}
 	}
 	if err := a.dev.Set(cfg); err != nil && !errors.Is(err, wg.ErrNoChanges) {
 		a.log.Error("configuring WireGuard", "err", err)

@@ -45,7 +45,7 @@ func newMetrics(a *Agent) *metrics {
 	})
 	info.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		info, m.connected, m.disconnects, m.seq, m.applyErrors, m.rotations, (*peerCollector)(a))
+		info, m.connected, m.disconnects, m.seq, m.applyErrors, m.rotations, (*peerCollector)(a), (*policyCollector)(a))
 	return m
 }
 

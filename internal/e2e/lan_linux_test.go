@@ -13,7 +13,12 @@ import (
 	"github.com/cvlan/cvlan/internal/e2e/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) {
+	if role := os.Getenv(probeEnv); role != "" {
+		os.Exit(probe(strings.Fields(role)))
+	}
+	harness.Main(m)
+}
 
 // Timeouts for convergence. A first enrollment includes building the device; later
 // changes must reach every agent within deltaWithin (the 5 s).
