@@ -15,11 +15,12 @@ BENCH     ?= .
 BENCHTIME ?= 1s
 BENCHDIR  := bench
 
-.PHONY: help build test bench lab bpf proto lint clean deps
+.PHONY: help build test test-kernel bench lab bpf proto lint clean deps
 
 help:
 	@echo "make build   static binaries for ./cmd/... into bin/"
 	@echo "make test    install deps, start PostgreSQL, vet + gofmt + go test -race, check binaries"
+	@echo "make test-kernel  the kernel matrix: datapath and e2e suites on Debian's kernel under qemu and on the host (docs/kernel-matrix.md)"
 	@echo "make bench   benchmarks on SQLite and PostgreSQL; BENCH=regexp BENCHTIME=1x|2s; report in $(BENCHDIR)/report.txt"
 	@echo "make lab     build, then run a live cvlan network in network namespaces (LAB_ONCE=1 exits after the report)"
 	@echo "make bpf     regenerate eBPF objects (go generate in packages with bpf2go directives)"
@@ -36,6 +37,10 @@ deps:
 test:
 	scripts/deps.sh
 	scripts/test.sh
+
+# The kernel matrix (docs/kernel-matrix.md); it installs qemu and the listed kernels itself.
+test-kernel:
+	scripts/kernel-matrix.sh
 
 # The PostgreSQL cluster lives in a temp dir; the trap stops it however the run ends.
 bench: deps

@@ -27,6 +27,12 @@ PACKAGES=(
 	libbpf-dev
 	# e2e tests and the lab: nft blocks paths between namespaces; ping checks reachability.
 	nftables
+	# make test-kernel: qemu boots Debian's kernel with an initramfs of busybox and the
+	# test binaries (scripts/kernel-matrix.sh also installs these and the kernels it lists).
+	qemu-system-x86
+	busybox-static
+	kmod
+	cpio
 	iputils-ping
 	curl
 	openssl

@@ -146,6 +146,7 @@ step "go test -race" go_test_all
 step "go test -race -v store" go_test_store
 step "make bpf unchanged" check_bpf_generated
 step "make build" make --no-print-directory build
+step "kernel matrix" make --no-print-directory test-kernel
 step "static binaries" check_static
 step "--help" check_help
 
