@@ -82,9 +82,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // settings are the raw flag values.
 type settings struct {
-	controller, controllerKey, enrollKey, name, stateDir, iface, wireguard, metrics string
-	listenPort, maxBackoff                                                          string
-	logFormat, logLevel                                                             string
+	controller, controllerKey, enrollKey, name, stateDir, iface, wireguard, metrics, policy string
+	listenPort, maxBackoff                                                                  string
+	logFormat, logLevel                                                                     string
 }
 
 func flags(out io.Writer) (*flag.FlagSet, *settings) {
@@ -100,6 +100,7 @@ func flags(out io.Writer) (*flag.FlagSet, *settings) {
 	fs.StringVar(&s.iface, "interface", d.Interface, "WireGuard interface `name`, unique on the host")
 	fs.StringVar(&s.listenPort, "listen-port", strconv.Itoa(d.ListenPort), "WireGuard UDP `port`")
 	fs.StringVar(&s.wireguard, "wireguard", d.WireGuard, "WireGuard implementation: auto, kernel or userspace")
+	fs.StringVar(&s.policy, "policy", d.Policy, "policy enforcement: ebpf, or off (no enforcement; kernels without eBPF only)")
 	fs.StringVar(&s.metrics, "metrics-listen", d.MetricsListen, "`host:port` for /metrics and /healthz (empty: off)")
 	fs.StringVar(&s.maxBackoff, "max-backoff", "30s", "longest `wait` between attempts to reach the controller")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
@@ -120,7 +121,7 @@ func applyEnv(fs *flag.FlagSet) {
 func (s *settings) config(logOut io.Writer) (agent.Config, error) {
 	cfg := agent.DefaultConfig()
 	cfg.Controller, cfg.EnrollKey, cfg.Name = s.controller, s.enrollKey, s.name
-	cfg.StateDir, cfg.Interface, cfg.WireGuard, cfg.MetricsListen = s.stateDir, s.iface, s.wireguard, s.metrics
+	cfg.StateDir, cfg.Interface, cfg.WireGuard, cfg.MetricsListen, cfg.Policy = s.stateDir, s.iface, s.wireguard, s.metrics, s.policy
 	if s.controllerKey != "" {
 		k, err := key.ParseMachinePublic(s.controllerKey)
 		if err != nil {

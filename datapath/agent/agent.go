@@ -95,10 +95,14 @@ func Run(ctx context.Context, cfg Config) error {
 	a.log.Info("WireGuard interface up", "interface", cfg.Interface, "implementation", a.dev.Impl())
 	// Pinned programs and maps outlive the agent: a restart reuses them, so the
 	// policy in force keeps being enforced while the agent is away.
-	if a.enforcer, err = bpfpolicy.Open(bpfpolicy.Options{Interface: cfg.Interface, Log: a.log}); err != nil {
-		return fmt.Errorf("loading the eBPF policy on %s: %w", cfg.Interface, err)
+	if cfg.Policy == "off" {
+		a.log.Warn("policy enforcement is off (--policy off): every overlay packet passes")
+	} else {
+		if a.enforcer, err = bpfpolicy.Open(bpfpolicy.Options{Interface: cfg.Interface, Log: a.log}); err != nil {
+			return fmt.Errorf("loading the eBPF policy on %s: %w", cfg.Interface, err)
+		}
+		defer a.enforcer.Close()
 	}
-	defer a.enforcer.Close()
 	a.m = newMetrics(a)
 
 	// Fail-static: the last map first, before the controller says anything.
@@ -132,8 +136,10 @@ func Run(ctx context.Context, cfg Config) error {
 		a.mu.Lock()
 		a.applyLocked(nil)
 		a.mu.Unlock()
-		if rerr := a.enforcer.Remove(); rerr != nil {
-			a.log.Warn("removing the eBPF policy", "err", rerr)
+		if a.enforcer != nil {
+			if rerr := a.enforcer.Remove(); rerr != nil {
+				a.log.Warn("removing the eBPF policy", "err", rerr)
+			}
 		}
 		if ferr := a.dir.forget(); ferr != nil {
 			a.log.Warn("forgetting the node", "err", ferr)

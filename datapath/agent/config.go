@@ -29,6 +29,10 @@ type Config struct {
 	ListenPort int
 	// WireGuard is "auto" (kernel, else userspace), "kernel" or "userspace".
 	WireGuard string
+	// Policy is "ebpf" (enforce the compiled policy in TC programs) or "off" (no
+	// enforcement: only for kernels without the eBPF features, and for tests of
+	// other parts on slow emulated kernels).
+	Policy string
 	// MetricsListen is where /metrics and /healthz are served ("" turns them off).
 	MetricsListen string
 	// KeepAlive is the control channel's keep-alive interval (30 s when zero).
@@ -45,6 +49,7 @@ func DefaultConfig() Config {
 		Interface:     "cvlan0",
 		ListenPort:    51820,
 		WireGuard:     "auto",
+		Policy:        "ebpf",
 		MetricsListen: "127.0.0.1:9101",
 	}
 }
@@ -67,6 +72,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("listen-port: %d is outside 1..65535", c.ListenPort)
 	case c.WireGuard != "auto" && c.WireGuard != "kernel" && c.WireGuard != "userspace":
 		return fmt.Errorf("wireguard: %q is not auto, kernel or userspace", c.WireGuard)
+	case c.Policy != "ebpf" && c.Policy != "off":
+		return fmt.Errorf("policy: %q is not ebpf or off", c.Policy)
 	case c.MaxBackoff < 0 || c.MaxBackoff > time.Hour:
 		return fmt.Errorf("max-backoff: %s is outside 0..1h", c.MaxBackoff)
 	case strings.ContainsAny(c.EnrollKey, " \t\r\n"):

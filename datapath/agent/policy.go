@@ -30,6 +30,9 @@ func (a *Agent) setPolicyLocked(np *policy.NodePolicy) error {
 
 // reportCounters sends the policy counters to the controller now and then.
 func (a *Agent) reportCounters(ctx context.Context) {
+	if a.enforcer == nil {
+		return
+	}
 	t := time.NewTicker(CountersEvery)
 	defer t.Stop()
 	for {

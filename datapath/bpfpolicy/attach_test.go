@@ -92,6 +92,9 @@ func TestAttach(t *testing.T) {
 	}{{"tcx", false}, {"clsact", true}} {
 		t.Run(mode.name, func(t *testing.T) {
 			l := newLAN2(t)
+			if !mode.clsact {
+				skipWithoutTCX(t, l.a)
+			}
 			e := openIn(t, l.a, Options{Interface: l.ifA, L2: true, PinDir: pinDir(l.h, "pa"), forceClsact: mode.clsact})
 			if got := e.hooks[0].mode(); got != mode.name {
 				t.Fatalf("attached through %s, want %s", got, mode.name)
@@ -254,6 +257,9 @@ func TestRestart(t *testing.T) {
 
 func testRestart(t *testing.T, clsact bool) {
 	l := newLAN2(t)
+	if !clsact {
+		skipWithoutTCX(t, l.a)
+	}
 	opts := Options{Interface: l.ifA, L2: true, PinDir: pinDir(l.h, "pa"), forceClsact: clsact}
 	e := openIn(t, l.a, opts)
 	in := policy.Ingress

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/cvlan/cvlan/internal/e2e/harness"
@@ -277,5 +280,39 @@ func readPacket(f *os.File, timeout time.Duration, match func([]byte) bool) ([]b
 		if match(buf[:n]) {
 			return buf[:n], nil
 		}
+	}
+}
+
+// skipWithoutTCX skips t where the kernel really has no TCX links (before 6.6),
+// found by attaching a do-nothing program to lo in ns; anywhere TCX exists the
+// TCX variants run and must pass.
+func skipWithoutTCX(t *testing.T, ns *harness.NS) {
+	t.Helper()
+	var missing bool
+	mustInNS(t, ns, func() error {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.SchedCLS, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			return fmt.Errorf("loading the TCX probe: %w", err)
+		}
+		defer prog.Close()
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: lo.Index, Program: prog, Attach: ebpf.AttachTCXIngress})
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			missing = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("probing TCX: %w", err)
+		}
+		return l.Close()
+	})
+	if missing {
+		t.Skip("the kernel has no TCX links (6.6+); the clsact variant covers it")
 	}
 }

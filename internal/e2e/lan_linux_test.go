@@ -112,7 +112,8 @@ func (l *lab) addAgent(name string, n int, secret string) *agent {
 	l.h.Attach(a.ns, l.lan, fmt.Sprintf("10.77.0.%d/24", n))
 	a.proc = l.h.Start(a.ns, "agent-"+name, l.bins.Agent, "up",
 		"--controller", l.url, "--controller-key", l.key, "--enroll-key", secret, "--name", name,
-		"--state-dir", a.stateDir, "--interface", a.iface, "--metrics-listen", "127.0.0.1:9101", "--max-backoff", "1s")
+		"--state-dir", a.stateDir, "--interface", a.iface, "--metrics-listen", "127.0.0.1:9101", "--max-backoff", "1s",
+		"--policy", agentPolicy())
 	l.agents[name] = a
 	return a
 }
@@ -223,3 +224,14 @@ func exists(path string) bool {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// agentPolicy is the agents' --policy: "ebpf", or what CVLAN_E2E_AGENT_POLICY says.
+// The kernel matrix turns enforcement off for the e2e suite on emulated kernels,
+// where verifying the policy programs takes longer than the tests' deadlines; its
+// bpfpolicy suite tests them on those kernels instead.
+func agentPolicy() string {
+	if p := os.Getenv("CVLAN_E2E_AGENT_POLICY"); p != "" {
+		return p
+	}
+	return "ebpf"
+}
