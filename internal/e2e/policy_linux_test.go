@@ -93,9 +93,16 @@ func TestPolicy(t *testing.T) {
 	if !strings.Contains(out, "accept") || !strings.Contains(out, "admin-ssh") {
 		t.Fatalf("policy test admin web 22/tcp: %q", out)
 	}
-	if m := l.metrics(l.agents["web"]); !regexp.MustCompile(`cvlan_agent_policy_rule_packets_total\{rule="admin-ssh",rule_id="\d+"\} [1-9]`).MatchString(m) {
-		t.Errorf("web's metrics show no packets for admin-ssh:\n%s", grepLines(m, "cvlan_agent_policy"))
-	}
+	counted := regexp.MustCompile(`cvlan_agent_policy_rule_packets_total\{rule="admin-ssh",rule_id="\d+"\} [1-9]`)
+	harness.Eventually(t, deltaWithin, poll, func() error {
+		if !l.connect("admin", nodes["web"], 22) {
+			return errorf("admin->web:22 refused")
+		}
+		if m := l.metrics(l.agents["web"]); !counted.MatchString(m) {
+			return errorf("web's metrics show no packets for admin-ssh:\n%s", grepLines(m, "cvlan_agent_policy"))
+		}
+		return nil
+	})
 
 	// An established allowed flow survives a policy change that adds a rule.
 	hold := l.h.Start(l.agents["web"].ns, "hold-web-db", "env", probeEnv+"=hold "+nodes["db"].IPv4+":5432", os.Args[0])
