@@ -356,3 +356,105 @@ rules:
 		return ""
 	})
 }
+
+// TestTenantIsolation: two tenants with the same overlay prefix and the same tags;
+// no node of one ever receives a peer, an address or a rule of the other, under
+// no policy, under a policy, and after changes.
+func TestTenantIsolation(t *testing.T) {
+	c := controltest.StartWith(t, controltest.Options{KeepAlive: 200 * time.Millisecond})
+	ctx := context.Background()
+	type tenant struct {
+		id     string
+		agents []*agent
+	}
+	var tenants []*tenant
+	for _, name := range []string{"acme", "globex"} {
+		tn, err := c.State.CreateTenant(ctx, "test", model.Tenant{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nw, err := c.State.CreateNetwork(ctx, "test", model.Network{TenantID: tn.ID, Name: "prod", IPv4: mustPrefix("100.64.0.0/24")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, secret, err := c.State.CreateEnrollmentKey(ctx, "test", model.EnrollmentKey{TenantID: tn.ID, NetworkID: nw.ID, Reusable: true, Tags: []string{"web"}, ExpiresAt: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		te := &tenant{id: tn.ID}
+		for range 3 {
+			a := newAgent(t, secret)
+			a.start(c, c.NoisePublicKey)
+			te.agents = append(te.agents, a)
+		}
+		tenants = append(tenants, te)
+	}
+	// foreign reports what in m belongs to the other tenant.
+	foreign := func(m *netmap.Map, other *tenant) string {
+		ot := c.State.World().Tenant(other.id)
+		for _, n := range ot.Nodes.All() {
+			if m.Peer(n.ID) != nil {
+				return "peer " + n.ID
+			}
+			for _, p := range m.Peers {
+				if p.NodeKey.Equal(n.NodeKey) {
+					return "the node key of " + n.ID
+				}
+			}
+		}
+		if m.Self.TenantID != "" && m.Self.TenantID == other.id {
+			return "the other tenant as its own"
+		}
+		return ""
+	}
+	check := func(what string, wantPeers int) {
+		t.Helper()
+		eventually(t, what, func() string {
+			for i, te := range tenants {
+				other := tenants[1-i]
+				for _, a := range te.agents {
+					m := a.current()
+					if m == nil || len(m.Peers) != wantPeers {
+						return "a node of tenant " + te.id + " has peers " + peerIDs(m)
+					}
+					if f := foreign(m, other); f != "" {
+						return "a node of tenant " + te.id + " received " + f
+					}
+					for _, p := range m.Peers {
+						if c.State.World().Tenant(te.id).Node(p.NodeID) == nil {
+							return "peer " + p.NodeID + " is not of tenant " + te.id
+						}
+					}
+					for _, name := range m.Policy.RuleNames {
+						if name == "globex-only" && te.id == tenants[0].id {
+							return "acme received globex's rule"
+						}
+					}
+				}
+			}
+			return ""
+		})
+	}
+	check("without policies", 2)
+	doc := "tags: [web]\nrules:\n  - {name: globex-only, src: [tag:web], dst: [tag:web], ports: [443], proto: tcp}\n"
+	if _, err := c.State.SetPolicy(ctx, "test", tenants[1].id, 0, false, doc); err != nil {
+		t.Fatal(err)
+	}
+	check("with a policy in one tenant", 2)
+	if err := c.State.DeleteNode(ctx, "test", tenants[1].id, tenants[1].agents[0].hello.NodeId); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "acme unaffected by globex's delete", func() string {
+		for _, a := range tenants[0].agents {
+			if m := a.current(); len(m.Peers) != 2 {
+				return "acme node has " + peerIDs(m)
+			}
+		}
+		for _, a := range tenants[1].agents[1:] {
+			if m := a.current(); len(m.Peers) != 1 {
+				return "globex node has " + peerIDs(m)
+			}
+		}
+		return ""
+	})
+}
