@@ -34,6 +34,8 @@ PACKAGES=(
 	kmod
 	cpio
 	iputils-ping
+	# make lab: TCP listeners and connects for the policy matrix.
+	netcat-openbsd
 	curl
 	openssl
 )

@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# lab.sh: a live cvlan network in network namespaces on embedded SQLite.
+# lab.sh: a live cvlan network in network namespaces on embedded SQLite, with policy.
 #
 # Topology: a hub namespace with a bridge (the "underlay" LAN 10.88.0.0/24), the
-# controller in its own namespace at .1, and three agents (a, b, c) in theirs at .11,
-# .12, .13. cvlanctl creates tenant acme, network prod (100.64.0.0/24, fd00:64::/64)
-# and one reusable enrollment key; each agent joins with that key. The lab prints the
-# matrix of overlay pings (who reaches whom), then runs until Ctrl-C. With LAB_ONCE=1
-# it prints the matrix, cleans up and exits 0 only if every pair reached every other.
+# controller in its own namespace at .1, and agents in theirs:
+#   tenant acme,   network prod 100.64.0.0/24 + fd00:64::/64: web (.11), db (.12),
+#                  admin (.13), each enrolled with a key carrying its tag;
+#   tenant globex, network prod with the SAME prefixes: shop (.21), tag web.
+# acme gets the policy in scripts/lab-policy.yaml (admin may ssh and http to web,
+# web may reach db's postgres, admin may ping anyone); globex has none (allow all
+# within the tenant). The lab prints each agent's WireGuard implementation, then a
+# matrix of TCP connects and pings: what the policy says (and which rule decides,
+# from cvlanctl policy test) next to what really happened, plus a check that globex
+# cannot reach acme. It runs until Ctrl-C; with LAB_ONCE=1 it prints the report,
+# cleans up and exits 0 only if every connection did what the policy says.
 #
 # Everything it makes is named cvlab-*: namespaces, WireGuard interfaces (and their
-# UAPI sockets in /var/run/wireguard), the temporary directory. All of it is removed
-# on every exit path, and leftovers of a lab that was killed are removed at start.
+# UAPI sockets in /var/run/wireguard), eBPF pins under /sys/fs/bpf/cvlan/cvlab-*, the
+# temporary directory. All of it is removed on every exit path, and leftovers of a
+# lab that was killed are removed at start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 [ "$(id -u)" = 0 ] || die "the lab makes network namespaces: run it as root"
 bin=${BIN:-bin}
+command -v nc >/dev/null || die "nc (netcat-openbsd) missing; run make deps"
 for b in cvlan-controller cvlan-agent cvlanctl; do
 	[ -x "$bin/$b" ] || die "$bin/$b missing; run make build"
 done
 bin=$(cd "$bin" && pwd)
 
 readonly P=cvlab
-readonly AGENTS=(a b c)
+readonly ACME=(web db admin)
 readonly LAN=10.88.0
 readonly LISTEN=$LAN.1:8443
 lab=
@@ -43,6 +51,7 @@ teardown() {
 		ip netns delete "$ns" 2>/dev/null || true
 	done
 	rm -f /var/run/wireguard/"$P"*.sock
+	rm -rf /sys/fs/bpf/cvlan/"$P"-* 2>/dev/null || true
 }
 
 cleanup() {
@@ -97,103 +106,131 @@ export CVLAN_CONFIG=$lab/cvlanctl.yaml
 ctl() { inns ctl "$bin/cvlanctl" "$@"; }
 wait_for "the controller" 20 ctl login --server "https://$LISTEN" --token "$token" --fingerprint "$fingerprint" ||
 	{ cat "$lab/controller.log" >&2; die "controller did not come up"; }
-ctl tenant create acme --description "lab tenant" >/dev/null
-ctl network create prod --tenant acme --ipv4 100.64.0.0/24 --ipv6 fd00:64::/64 >/dev/null
-ctl key create --tenant acme --network prod --reusable --tags lab --expiry 1h --description "lab agents" >"$lab/key.txt"
-join=$(grep -o 'cvlan-agent up .*' "$lab/key.txt" | head -n1)
-[ -n "$join" ] || die "cvlanctl key create printed no join command"
-# shellcheck disable=SC2206 # the join command is words by design
-join=($join)
-
-i=11
-for n in "${AGENTS[@]}"; do
-	netns "$n" "$LAN.$i"
-	log "agent $n at $LAN.$i: ${join[*]:0:2} ... --name $n"
-	inns "$n" "$bin/${join[0]}" "${join[@]:1}" --name "$n" --state-dir "$lab/agent-$n" \
-		--interface "$P-$n" --metrics-listen 127.0.0.1:9101 --max-backoff 2s 2>"$lab/agent-$n.log" &
-	pids+=($!)
-	i=$((i + 1))
+ctl tenant create acme --description "lab tenant with a policy" >/dev/null
+ctl tenant create globex --description "lab tenant without one" >/dev/null
+for t in acme globex; do
+	ctl network create prod --tenant "$t" --ipv4 100.64.0.0/24 --ipv6 fd00:64::/64 >/dev/null
 done
 
-# addr NODE FIELD: a node's overlay address from cvlanctl.
-addr() { ctl node get "$1" --tenant acme -o json | sed -n "s/.*\"$2\": *\"\([^\"]*\)\".*/\1/p" | head -n1; }
+# join TENANT NAME TAG ADDR: enroll an agent named NAME with a key tagged TAG, using
+# the join command cvlanctl prints, in a namespace at ADDR.
+join() {
+	local t=$1 n=$2 tag=$3 addr=$4 cmd
+	ctl key create --tenant "$t" --network prod --tags "$tag" --expiry 1h --description "lab $n" >"$lab/key-$n.txt"
+	cmd=$(grep -o 'cvlan-agent up .*' "$lab/key-$n.txt" | head -n1)
+	[ -n "$cmd" ] || die "cvlanctl key create printed no join command"
+	# shellcheck disable=SC2206 # the join command is words by design
+	cmd=($cmd)
+	netns "$n" "$addr"
+	inns "$n" "$bin/${cmd[0]}" "${cmd[@]:1}" --name "$n" --state-dir "$lab/agent-$n" \
+		--interface "$P-$n" --metrics-listen 127.0.0.1:9101 --max-backoff 2s 2>"$lab/agent-$n.log" &
+	pids+=($!)
+	for port in 22 80 5432; do
+		inns "$n" nc -lk "$port" </dev/null >/dev/null 2>&1 &
+		pids+=($!)
+	done
+}
+join acme web web "$LAN.11"
+join acme db db "$LAN.12"
+join acme admin admin "$LAN.13"
+join globex shop web "$LAN.21"
+
+# addr TENANT NODE FIELD: a node's overlay address from cvlanctl.
+addr() { ctl node get "$2" --tenant "$1" -o json | sed -n "s/.*\"$3\": *\"\([^\"]*\)\".*/\1/p" | head -n1; }
 enrolled() {
 	local n
-	for n in "${AGENTS[@]}"; do [ -n "$(addr "$n" ipv4)" ] || return 1; done
+	for n in "${ACME[@]}"; do [ -n "$(addr acme "$n" ipv4)" ] || return 1; done
+	[ -n "$(addr globex shop ipv4)" ]
 }
 wait_for "all agents to enroll" 30 enrolled || {
 	tail -n 20 "$lab"/agent-*.log >&2
 	die "agents did not enroll"
 }
+ctl policy set --tenant acme -f scripts/lab-policy.yaml >/dev/null
 
-# matrix prints who reaches whom over the overlay (IPv4 and IPv6) and fails if
-# anyone misses anyone. Peers may need a moment for their first handshake, so each
-# pair gets a few tries.
-matrix() {
-	local from to fam a ok=0 cell tries
-	printf '%-8s' "from\\to"
-	for to in "${AGENTS[@]}"; do printf '%-18s' "$to"; done
-	echo
-	for from in "${AGENTS[@]}"; do
-		printf '%-8s' "$from"
-		for to in "${AGENTS[@]}"; do
-			if [ "$from" = "$to" ]; then
-				printf '%-18s' "-"
-				continue
-			fi
-			cell=
-			for fam in ipv4 ipv6; do
-				a=${addrs[$to-$fam]}
-				for tries in 1 2 3 4 5; do
-					if inns "$from" ping -n -c1 -W1 "$a" >/dev/null 2>&1; then
-						cell+="$fam:ok "
-						continue 2
-					fi
-				done
-				cell+="$fam:FAIL "
-				ok=1
-			done
-			printf '%-18s' "$cell"
-		done
-		echo
+declare -A ip
+for n in "${ACME[@]}"; do ip[$n]=$(addr acme "$n" ipv4); done
+ip[shop]=$(addr globex shop ipv4)
+
+# reach FROM TO PORT|icmp: does the real connection work? A few tries, because a
+# first WireGuard handshake or a policy just set may take a moment.
+reach() {
+	local from=$1 to=$2 port=$3 try
+	for try in 1 2 3 4; do
+		if [ "$port" = icmp ]; then
+			inns "$from" ping -n -c1 -W1 "${ip[$to]}" >/dev/null 2>&1 && return 0
+		else
+			inns "$from" nc -z -w1 "${ip[$to]}" "$port" >/dev/null 2>&1 && return 0
+		fi
 	done
-	return "$ok"
+	return 1
 }
 
-declare -A addrs
-for n in "${AGENTS[@]}"; do
-	addrs[$n-ipv4]=$(addr "$n" ipv4)
-	addrs[$n-ipv6]=$(addr "$n" ipv6)
-done
+# expect FROM TO PORT|icmp: "accept RULE" or "deny RULE" from cvlanctl policy test.
+expect() {
+	local pp=$3 out
+	[ "$3" = icmp ] || pp=$3/tcp
+	out=$(ctl policy test --tenant acme "$1" "$2" "$pp" -o json 2>/dev/null || true)
+	printf '%s %s\n' "$(sed -n 's/.*"verdict": *"\([a-z]*\)".*/\1/p' <<<"$out")" \
+		"$(sed -n 's/.*"rule": *"\([^"]*\)".*/\1/p' <<<"$out")"
+}
 
 echo
-echo "== cvlan lab: controller https://$LISTEN, tenant acme, network prod =="
+echo "== cvlan lab: controller https://$LISTEN; tenants acme (policy) and globex =="
 echo
 ctl node list --tenant acme
 echo
+ctl node list --tenant globex
+echo
 echo "-- agents (from each agent's /metrics)"
-for n in "${AGENTS[@]}"; do
+for n in "${ACME[@]}" shop; do
 	m=$(inns "$n" curl -fsS http://127.0.0.1:9101/metrics 2>/dev/null || true)
-	printf '%s: wireguard=%s peers=%s control_connected=%s\n' "$n" \
+	printf '%-6s wireguard=%s peers=%s control_connected=%s\n' "$n" \
 		"$(sed -n 's/^cvlan_agent_info{.*wireguard="\([a-z]*\)".*/\1/p' <<<"$m")" \
 		"$(sed -n 's/^cvlan_agent_peers //p' <<<"$m")" \
 		"$(sed -n 's/^cvlan_agent_control_connected //p' <<<"$m")"
 done
 echo
-echo "-- overlay pings (from row to column)"
+echo "-- acme: policy (scripts/lab-policy.yaml) against real connections"
+printf '%-7s %-7s %-6s %-8s %-8s %-14s %s\n' FROM TO PORT POLICY GOT RULE RESULT
 verdict=0
-matrix || verdict=1
+for from in "${ACME[@]}"; do
+	for to in "${ACME[@]}"; do
+		[ "$from" != "$to" ] || continue
+		for port in 22 80 5432 icmp; do
+			read -r want rule <<<"$(expect "$from" "$to" "$port")"
+			got=deny
+			reach "$from" "$to" "$port" && got=accept
+			result=ok
+			if [ "$got" != "$want" ]; then
+				result=MISMATCH
+				verdict=1
+			fi
+			printf '%-7s %-7s %-6s %-8s %-8s %-14s %s\n' "$from" "$to" "$port" "${want:-?}" "$got" "${rule:-(default deny)}" "$result"
+		done
+	done
+done
+echo
+echo "-- tenant isolation: globex's shop (also in 100.64.0.0/24) against acme"
+for to in "${ACME[@]}"; do
+	if [ "${ip[$to]}" != "${ip[shop]}" ] && reach shop "$to" icmp; then
+		echo "shop -> acme $to (${ip[$to]}): REACHABLE: FAIL"
+		verdict=1
+	else
+		echo "shop -> acme $to (${ip[$to]}): not reachable (another tenant): ok"
+	fi
+done
 echo
 if [ "$verdict" = 0 ]; then
-	echo "lab: PASS: every agent reaches every other over the overlay"
+	echo "lab: PASS: every connection did what the policy says, and the tenants are isolated"
 else
-	echo "lab: FAIL: some overlay pings failed; agent logs: $lab/agent-*.log"
+	echo "lab: FAIL: see MISMATCH above; agent logs: $lab/agent-*.log"
 	tail -n 20 "$lab"/agent-*.log
 fi
 if [ "${LAB_ONCE:-}" = 1 ]; then
 	exit "$verdict"
 fi
 echo
-log "running; try: ip netns exec $P-a ping ${addrs[b-ipv4]}   (Ctrl-C stops and cleans up)"
-log "logs: $lab/*.log; cvlanctl: CVLAN_CONFIG=$CVLAN_CONFIG ip netns exec $P-ctl $bin/cvlanctl node list --tenant acme"
+log "running; try: ip netns exec $P-admin nc -zv ${ip[web]} 22   (Ctrl-C stops and cleans up)"
+log "logs: $lab/*.log; cvlanctl: CVLAN_CONFIG=$CVLAN_CONFIG ip netns exec $P-ctl $bin/cvlanctl policy test --tenant acme admin web 22/tcp"
 wait "${pids[0]}"
