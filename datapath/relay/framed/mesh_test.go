@@ -12,9 +12,8 @@ import (
 func link(t *testing.T, from, to *testRelay, transport string) {
 	t.Helper()
 	to.auth.set(from.srv.cfg.Key.MachinePublic(), Grant{Mesh: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	done, err := from.srv.Mesh(ctx, DialConfig{URL: to.url(transport), RelayKey: to.srv.Public()})
+	// Mesh's ctx bounds the link's life, not only the dial.
+	done, err := from.srv.Mesh(context.Background(), DialConfig{URL: to.url(transport), RelayKey: to.srv.Public()})
 	if err != nil {
 		t.Fatal(err)
 	}
