@@ -85,7 +85,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("opening WireGuard interface %s: %w", cfg.Interface, err)
 	}
-	defer a.dev.Close()
+	// A normal stop releases the device: a kernel link keeps forwarding with the
+	// last peers (fail-static) until the agent is back. A deleted node closes it.
+	removeDevice := false
+	defer func() {
+		if removeDevice {
+			a.dev.Close()
+		} else {
+			a.dev.Release()
+		}
+	}()
 	h, err := nl.Open()
 	if err != nil {
 		return err
@@ -133,6 +142,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var ref *controlclient.RefusedError
 	if errors.As(err, &ref) && (ref.Code == "node_deleted" || ref.Code == "machine_unknown" && a.id.Enrolled) {
 		a.log.Warn("the controller deleted this node; removing its network", "reason", ref.Reason)
+		removeDevice = true
 		a.mu.Lock()
 		a.applyLocked(nil)
 		a.mu.Unlock()

@@ -291,13 +291,29 @@ func (d *Device) Impl() string { return d.impl }
 
 // Close removes the interface: it deletes the kernel link, or stops wireguard-go
 // (which removes the TUN device) and its UAPI socket. It is safe to call more than once.
-func (d *Device) Close() error {
+func (d *Device) Close() error { return d.close(true) }
+
+// Release lets go of the device but leaves a kernel link in place, peers and all,
+// so the overlay keeps working while the agent restarts (Open adopts the link
+// again). wireguard-go lives in this process, so for it Release is Close.
+func (d *Device) Release() error { return d.close(false) }
+
+func (d *Device) close(deleteLink bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil
 	}
 	d.closed = true
+	if !deleteLink && d.nl != nil {
+		var err error
+		if d.client != nil {
+			err = d.client.Close()
+		}
+		d.nl.Close()
+		d.log.Info("WireGuard device released; the kernel link stays")
+		return err
+	}
 	var errs []error
 	if d.client != nil {
 		if err := d.client.Close(); err != nil {

@@ -123,6 +123,9 @@ func serve(devs map[string]*Device, req helperRequest, resp *helperResponse, log
 	case "close":
 		delete(devs, req.Name)
 		return d.Close()
+	case "release":
+		delete(devs, req.Name)
+		return d.Release()
 	}
 	return errors.New("helper: unknown op " + req.Op)
 }

@@ -177,6 +177,26 @@ func TestModes(t *testing.T) {
 		closed(tc.mode)
 	}
 
+	// Release: wireguard-go goes with the process; a kernel link stays, with its
+	// peers, and the next Open adopts it.
+	r := h.call(helperRequest{Op: "open", Name: name, Mode: ModeAuto})
+	if r.Err != "" {
+		t.Fatalf("Open: %s", r.Err)
+	}
+	h.must(helperRequest{Op: "release", Name: name})
+	if got := linkExists(t, ns, name); got != kernel {
+		t.Errorf("after Release with implementation %s: link exists = %v, want %v", r.Impl, got, kernel)
+	}
+	if socketExists(name) {
+		t.Errorf("after Release: the UAPI socket of %s still exists", name)
+	}
+	if kernel {
+		if r := h.call(helperRequest{Op: "open", Name: name, Mode: ModeAuto}); r.Err != "" || r.Impl != ImplKernel {
+			t.Fatalf("Open after Release = %+v, want the kernel link adopted", r)
+		}
+		closed(ModeAuto)
+	}
+
 	// A stale socket, as a crashed wireguard-go leaves behind, is removed by Open.
 	l, err := net.Listen("unix", socketPath(SocketDir, name))
 	if err != nil {
