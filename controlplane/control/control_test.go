@@ -458,3 +458,42 @@ func TestTenantIsolation(t *testing.T) {
 		return ""
 	})
 }
+
+// TestPolicyTestsDoNotLockOut: a node change that makes one of the document's own
+// tests fail does not stop the tenant's agents from connecting; the tests gate new
+// documents, not node changes.
+func TestPolicyTestsDoNotLockOut(t *testing.T) {
+	c, tn, secret := setup(t)
+	ctx := context.Background()
+	a, b := newAgent(t, secret), newAgent(t, secret)
+	a.start(c, c.NoisePublicKey)
+	b.start(c, c.NoisePublicKey)
+	eventually(t, "both connected", func() string {
+		if a.current() == nil || b.current() == nil {
+			return "not yet"
+		}
+		return ""
+	})
+	an, bn := a.hello.NodeName, b.hello.NodeName
+	doc := "tags: [web, db]\nrules:\n  - {name: web-db, src: [tag:web], dst: [tag:db], ports: [5432], proto: tcp}\n" +
+		"tests:\n  - {src: " + an + ", dst: " + bn + ", port: 5432, proto: tcp, expect: deny}\n"
+	if _, err := c.State.SetPolicy(ctx, "test", tn.ID, 0, false, doc); err != nil {
+		t.Fatal(err)
+	}
+	for id, tag := range map[string]string{a.hello.NodeId: "web", b.hello.NodeId: "db"} {
+		if _, err := c.State.UpdateNode(ctx, "test", tn.ID, id, func(n *model.Node) error { n.Tags = []string{tag}; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := newAgent(t, secret)
+	late.start(c, c.NoisePublicKey)
+	eventually(t, "a new agent gets its map though a test of the document now fails", func() string {
+		if late.current() == nil {
+			return "no map"
+		}
+		if m := a.current(); m.Peer(b.hello.NodeId) == nil {
+			return "a lost b, whom web-db now allows"
+		}
+		return ""
+	})
+}

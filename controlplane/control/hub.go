@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -132,6 +133,8 @@ type hub struct {
 	st  *state.State
 	log *slog.Logger
 
+	closing bool // set by Server.Close, under mu: no new sessions
+
 	mu        sync.Mutex
 	byNode    map[string]*outbox
 	byNetwork map[string]map[string]*outbox
@@ -140,6 +143,12 @@ type hub struct {
 	dirty     map[string]*dirtyTenant // waiting for the worker
 	kick      chan struct{}
 }
+
+// Errors of start: the session must end with a goodbye.
+var (
+	errShutdown = errors.New("controller is shutting down")
+	errNodeGone = errors.New("node was deleted")
+)
 
 // dirtyTenant is what changed in a tenant since its last compile.
 type dirtyTenant struct {
@@ -222,7 +231,7 @@ func (h *hub) policy(t *state.Tenant, nodeID string) (*tenantPolicy, error) {
 		return tp, nil
 	}
 	doc, ver := documentOf(t)
-	c, err := Compile(t, doc)
+	c, err := compileForEnforcement(t, doc)
 	if err != nil {
 		return nil, err
 	}
@@ -233,6 +242,10 @@ func (h *hub) policy(t *state.Tenant, nodeID string) (*tenantPolicy, error) {
 		return cur, nil
 	}
 	h.pol[t.ID] = tp
+	if nodeID != "" {
+		// Connected agents' policies predate this node: let the worker catch up.
+		h.markDirty(t.ID, nodeID, false)
+	}
 	return tp, nil
 }
 
@@ -246,13 +259,27 @@ func documentOf(t *state.Tenant) (string, int64) {
 // start opens a session: it registers o and returns the node's full map, built
 // after registration so that every later change reaches o as a delta.
 func (h *hub) start(w *state.World, t *state.Tenant, n *model.Node, o *outbox) (*controlpb.NetworkMap, *outbox, error) {
-	tp, err := h.policy(t, n.ID)
-	if err != nil {
+	if _, err := h.policy(t, n.ID); err != nil {
 		return nil, nil, err
 	}
 	old := h.add(o)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closing {
+		return nil, old, errShutdown
+	}
+	// The snapshot is taken now, registered and under the lock: a write published
+	// before it is in it, and one published after reaches o through apply.
+	if h.st != nil {
+		w = h.st.World()
+	}
+	if t = w.Tenant(n.TenantID); t != nil {
+		n = t.Nodes.ByID(n.ID)
+	}
+	if t == nil || n == nil {
+		return nil, old, errNodeGone
+	}
+	tp := h.pol[t.ID] // the newest, which may have replaced the one compiled above
 	m := &controlpb.NetworkMap{Seq: 1, Self: selfView(n, t.Networks.ByID(n.NetworkID))}
 	for _, p := range t.Nodes.All() {
 		if h.sees(n, p) {
@@ -337,9 +364,6 @@ func hasKnown(o *outbox, id string) bool {
 
 // markDirty records a change for the worker; the caller holds h.mu.
 func (h *hub) markDirty(tenantID, nodeID string, document bool) {
-	if _, compiled := h.pol[tenantID]; !compiled && !document {
-		return // nobody of this tenant is connected; compiled when one connects
-	}
 	d := h.dirty[tenantID]
 	if d == nil {
 		d = &dirtyTenant{nodes: map[string]bool{}}
@@ -387,7 +411,7 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 		return
 	}
 	doc, ver := documentOf(t)
-	c, err := Compile(t, doc)
+	c, err := compileForEnforcement(t, doc)
 	if err != nil {
 		h.log.Warn("tenant policy no longer compiles; keeping the last compiled one", "tenant", t.Name, "version", ver, "err", err)
 		return
@@ -396,6 +420,13 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.pol[tid] = tp
+	// Reconcile against the World as it is now, not as it was when the compile
+	// started: apply has handled every write since, against the old policy.
+	if h.st != nil {
+		if t = h.st.World().Tenant(tid); t == nil {
+			return
+		}
+	}
 	for id, o := range h.byTenant[tid] {
 		viewer := t.Nodes.ByID(id)
 		if viewer == nil {
@@ -418,10 +449,18 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 					reconcilePeer(other)
 				}
 			}
+			for kid := range o.known {
+				if t.Nodes.ByID(kid) == nil {
+					o.dropPeer(kid) // gone meanwhile
+				}
+			}
 		} else {
 			for nid := range d.nodes {
-				if other := t.Nodes.ByID(nid); other != nil && other.ID != id {
+				switch other := t.Nodes.ByID(nid); {
+				case other != nil && other.ID != id:
 					reconcilePeer(other)
+				case other == nil && hasKnown(o, nid):
+					o.dropPeer(nid)
 				}
 			}
 		}

@@ -20,14 +20,29 @@ const allowAll = `rules:
 `
 
 // Compile compiles tenant t's policy document (allowAll when it has none) against
-// its nodes. The controller also uses it to vet a new document before storing it.
+// its nodes, checking the document's tests. The controller uses it to vet a new
+// document before storing it.
 func Compile(t *state.Tenant, document string) (*policy.Compiled, error) {
+	return compile(t, document, true)
+}
+
+// compileForEnforcement is Compile without the document's tests: they gate a new
+// document, but a node change that makes one fail later must not lock the
+// tenant's agents out of the policy in force.
+func compileForEnforcement(t *state.Tenant, document string) (*policy.Compiled, error) {
+	return compile(t, document, false)
+}
+
+func compile(t *state.Tenant, document string, tests bool) (*policy.Compiled, error) {
 	if document == "" {
 		document = allowAll
 	}
 	p, err := policy.Parse([]byte(document))
 	if err != nil {
 		return nil, err
+	}
+	if !tests {
+		p.Tests = nil
 	}
 	nodes := make([]policy.Node, 0, t.Nodes.Len())
 	for _, n := range t.Nodes.All() {

@@ -73,6 +73,7 @@ type Server struct {
 	closed   bool
 	sessions sync.WaitGroup
 	stop     chan struct{} // ends the hub's worker
+	stopOnce sync.Once
 }
 
 // New returns a Server over st and subscribes it to st's node changes.
@@ -112,18 +113,23 @@ func New(st *state.State, opts Options) *Server {
 }
 
 // Close ends every session with a goodbye and waits for them to finish; later
-// connections are refused.
+// connections are refused. It is safe to call more than once.
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
 	s.hub.mu.Lock()
+	s.hub.closing = true // sessions still in their handshake end at start
 	for _, o := range s.hub.byNode {
 		o.goodbye(CodeShutdown, "controller is shutting down")
 	}
 	s.hub.mu.Unlock()
 	s.sessions.Wait()
-	close(s.stop)
+	s.stopOnce.Do(func() { close(s.stop) })
+}
+
+func goodbyeMsg(code, reason string) *controlpb.ServerMessage {
+	return &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_Goodbye{Goodbye: &controlpb.Goodbye{Code: code, Reason: reason}}}
 }
 
 // ServeHTTP runs the handshake and, if the agent is admitted, its session.
@@ -232,6 +238,11 @@ func (s *Server) serve(conn *noiseconn.Conn, node *model.Node) {
 	ob := newOutbox(node)
 	defer s.hub.remove(ob)
 	defer ob.end()
+	defer func() {
+		if t := s.st.World().Tenant(node.TenantID); t == nil || t.Nodes.ByID(node.ID) == nil {
+			s.reports.forget(node.ID) // a report that raced the node's deletion
+		}
+	}()
 	log.Info("agent connected", "remote", conn.RemoteAddr())
 
 	// Registered first, then the snapshot: every change after the snapshot is
@@ -247,12 +258,20 @@ func (s *Server) serve(conn *noiseconn.Conn, node *model.Node) {
 		return
 	}
 	full, old, err := s.hub.start(w, t, n, ob)
-	if err != nil {
-		log.Error("compiling the tenant's policy", "err", err)
-		return
-	}
 	if old != nil {
 		old.goodbye(CodeReplaced, "replaced by a newer connection of the same node")
+	}
+	switch {
+	case errors.Is(err, errNodeGone):
+		s.send(conn, goodbyeMsg(CodeNodeDeleted, "node was deleted"))
+		return
+	case errors.Is(err, errShutdown):
+		s.send(conn, goodbyeMsg(CodeShutdown, "controller is shutting down"))
+		return
+	case err != nil:
+		log.Error("compiling the tenant's policy", "err", err)
+		s.send(conn, goodbyeMsg(CodeShutdown, "the controller cannot compile this tenant's policy; retrying later"))
+		return
 	}
 	seq := uint64(1)
 	if err := s.send(conn, &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_FullMap{FullMap: full}}); err != nil {
@@ -274,6 +293,10 @@ func (s *Server) serve(conn *noiseconn.Conn, node *model.Node) {
 	for {
 		select {
 		case <-ob.done:
+			// The reader ended the session, perhaps with a goodbye saying why.
+			if _, bye := ob.take(); bye != nil {
+				s.send(conn, &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_Goodbye{Goodbye: bye}})
+			}
 			return
 		case <-tick.C:
 			if err := s.send(conn, &controlpb.ServerMessage{Msg: &controlpb.ServerMessage_KeepAlive{KeepAlive: &controlpb.KeepAlive{}}}); err != nil {
