@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -493,6 +494,29 @@ func TestPolicyTestsDoNotLockOut(t *testing.T) {
 		}
 		if m := a.current(); m.Peer(b.hello.NodeId) == nil {
 			return "a lost b, whom web-db now allows"
+		}
+		return ""
+	})
+}
+
+// TestNetworkChangeReachesAgents: a new MTU for the network reaches its agents.
+func TestNetworkChangeReachesAgents(t *testing.T) {
+	c, tn, secret := setup(t)
+	a := newAgent(t, secret)
+	a.start(c, c.NoisePublicKey)
+	eventually(t, "connected", func() string {
+		if a.current() == nil {
+			return "no map"
+		}
+		return ""
+	})
+	nw := tn.Networks.All()[0]
+	if _, err := c.State.UpdateNetwork(context.Background(), "test", tn.ID, nw.ID, func(n *model.Network) error { n.MTU = 1380; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the agent gets the new MTU", func() string {
+		if m := a.current(); m.Self.MTU != 1380 {
+			return fmt.Sprintf("MTU %d", m.Self.MTU)
 		}
 		return ""
 	})

@@ -354,6 +354,16 @@ func (h *hub) apply(w *state.World, changes state.Changes) int {
 	for _, tid := range changes.Policies {
 		h.markDirty(tid, "", true)
 	}
+	// A network's MTU or name is part of each member's Self.
+	for _, nw := range changes.Networks {
+		t := w.Tenant(nw.TenantID)
+		for id, o := range h.byNetwork[nw.ID] {
+			if n := t.Nodes.ByID(id); n != nil {
+				o.setSelf(selfView(n, nw))
+				touched++
+			}
+		}
+	}
 	return touched
 }
 

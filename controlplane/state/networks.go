@@ -76,6 +76,7 @@ func (s *State) UpdateNetwork(ctx context.Context, actor Actor, tenantID, id str
 			return err
 		}
 		t.Networks = t.Networks.with(n)
+		tx.networks = append(tx.networks, n)
 		update(tx, networksT, n, tenantID, "network", n.ID, n.Name)
 		out = n
 		return nil

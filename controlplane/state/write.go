@@ -30,6 +30,8 @@ type Changes struct {
 	Nodes []NodeChange
 	// Policies are the tenants whose policy document changed (set or deleted).
 	Policies []string
+	// Networks are networks changed in place (name, MTU), as they are now.
+	Networks []*model.Network
 }
 
 // NodeChange is one node added (Old nil), changed, or removed (New nil).
@@ -99,6 +101,7 @@ type txn struct {
 	ops      []func(context.Context, store.Tx) error
 	nodes    []NodeChange
 	policies []string
+	networks []*model.Network
 	actor    Actor
 	now      time.Time
 }
@@ -126,9 +129,9 @@ func (s *State) write(ctx context.Context, actor Actor, fn func(*txn) error) err
 		return storeError(err)
 	}
 	s.world.Store(tx.w)
-	if len(tx.nodes) > 0 || len(tx.policies) > 0 {
+	if len(tx.nodes) > 0 || len(tx.policies) > 0 || len(tx.networks) > 0 {
 		for _, fn := range s.watchers {
-			fn(tx.w, Changes{Nodes: tx.nodes, Policies: tx.policies})
+			fn(tx.w, Changes{Nodes: tx.nodes, Policies: tx.policies, Networks: tx.networks})
 		}
 	}
 	return nil
