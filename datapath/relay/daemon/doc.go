@@ -1,0 +1,36 @@
+// Package daemon assembles cvlan-relay from a validated Config: the relay key and
+// TLS certificate in the data directory, the UDP relay (datapath/relay, XDP fast
+// path and Go fallback), the STUN server (datapath/relay/stun), the framed relay
+// over TCP/TLS and WebSocket (datapath/relay/framed) on one HTTPS port, and
+// /metrics and /healthz on a plain-HTTP port. It reads no flags or environment
+// itself: package main (cmd/cvlan-relay) layers defaults, a YAML file,
+// CVLAN_RELAY_* variables and flags into a Config.
+//
+// # Configuration
+//
+// The YAML file is parsed into a node tree and walked key by key, so that every
+// error names the key (data_dir, udp.xdp, framed.listen, ...) and its line; unknown
+// keys, aliases and second documents are errors. Validate checks the merged Config
+// and names the bad setting.
+//
+// # Lifecycle
+//
+// [Run] starts everything, calls ready with the addresses, and serves until its
+// context ends (SIGTERM or SIGINT in cvlan-relay). It then drains: /healthz answers
+// 503, the framed listener closes (new connections are refused), existing framed
+// connections stay up for Config.DrainGrace so that a load balancer or the agents
+// can move away, then the framed connections, the STUN socket, the UDP relay (its
+// XDP program detached) and the metrics listener close, and Run returns nil. The
+// drain always lasts the whole grace period: it is what the health check needs to
+// see the 503.
+//
+// # Not yet connected to a controller
+//
+// The relay does not yet talk to the controller, which is what gives it UDP
+// sessions (relay.Relay.Set) and decides which machines may use the framed relay.
+// Until that integration lands the UDP relay runs with no sessions (bind packets
+// are ignored) and the framed relay's Authorizer refuses every machine key with
+// [ErrNoController]; the refusal is logged with the machine key, and the client
+// sees an authenticated refusal (noiseconn.RefusedError). This package must never
+// serve a framed client that no controller authorized.
+package daemon
