@@ -34,6 +34,9 @@ var refuseAll = framed.AuthorizerFunc(func(m key.MachinePublic) (framed.Grant, e
 	return framed.Grant{}, fmt.Errorf("machine %s refused: %w", m, ErrNoController)
 })
 
+// authorizer is the framed relay's Authorizer; only tests change it.
+var authorizer framed.Authorizer = refuseAll
+
 // Addrs are where a running relay listens, given to Run's ready callback.
 type Addrs struct {
 	Framed  net.Addr // TCP: HTTPS, framed relay over TCP and WebSocket
@@ -130,7 +133,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 	// Framed relay.
 	fs, err := framed.NewServer(framed.Config{
 		Key:        priv,
-		Authorizer: refuseAll,
+		Authorizer: authorizer,
 		Logf: func(format string, args ...any) {
 			log.Info(fmt.Sprintf(format, args...))
 		},
