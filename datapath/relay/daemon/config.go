@@ -78,7 +78,7 @@ func DefaultConfig() Config {
 }
 
 // Setting is one setting of a Config, reachable from the YAML file (Name), the
-// environment (Env) and a flag (Flag). Set parses a value into the Config; String
+// environment (Env) and a flag (Flag). Set parses a value into the Config; Get
 // prints the current one. Lists take comma-separated values.
 type Setting struct {
 	Name  string // YAML path, used in errors: "framed.listen"

@@ -318,8 +318,13 @@ func TestRunDrainKeepsFramed(t *testing.T) {
 	if err := alive(); err != nil {
 		t.Fatalf("framed connection during the drain: %v", err)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(cfg.DrainGrace + 20*time.Second):
+		t.Fatal("Run did not return after the drain")
 	}
 	if _, _, err := c.Recv(); err == nil {
 		t.Fatal("framed connection still up after the drain")
