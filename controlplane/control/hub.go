@@ -202,6 +202,11 @@ func (h *hub) remove(o *outbox) {
 	delete(h.byNode, o.nodeID)
 	removeFrom(h.byNetwork, o.networkID, o)
 	removeFrom(h.byTenant, o.tenantID, o)
+	if len(h.byTenant[o.tenantID]) == 0 {
+		// Nobody of the tenant is connected: its compiled policy is only memory
+		// now; the next session compiles afresh.
+		delete(h.pol, o.tenantID)
+	}
 }
 
 // connected is the number of registered outboxes.
@@ -414,10 +419,13 @@ func (h *hub) run(stop <-chan struct{}) {
 // names a node just deleted) leaves the last compiled policy in force.
 func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 	t := w.Tenant(tid)
-	if t == nil {
-		h.mu.Lock()
-		delete(h.pol, tid)
-		h.mu.Unlock()
+	h.mu.Lock()
+	idle := len(h.byTenant[tid]) == 0
+	if t == nil || idle {
+		delete(h.pol, tid) // nobody to send it to; a session compiles afresh
+	}
+	h.mu.Unlock()
+	if t == nil || idle {
 		return
 	}
 	doc, ver := documentOf(t)
