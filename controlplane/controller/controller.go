@@ -27,6 +27,7 @@ import (
 	"github.com/cvlan/cvlan/controlplane/state"
 	"github.com/cvlan/cvlan/controlplane/store"
 	"github.com/cvlan/cvlan/controlplane/store/sqlstore"
+	"github.com/cvlan/cvlan/internal/selfsigned"
 	"github.com/cvlan/cvlan/internal/version"
 )
 
@@ -62,7 +63,7 @@ func open(ctx context.Context, cfg Config) (*opened, error) {
 	}
 	var c opened
 	var err error
-	if c.cert, c.created, err = loadOrCreateTLS(&cfg); err != nil {
+	if c.cert, c.created, err = selfsigned.Load(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, "cvlan-controller", cfg.TLSNames); err != nil {
 		return nil, err
 	}
 	if c.noise, err = loadOrCreateNoiseKey(cfg.DataDir); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/cvlan/cvlan/datapath/relay"
 	"github.com/cvlan/cvlan/datapath/relay/framed"
 	"github.com/cvlan/cvlan/datapath/relay/stun"
+	"github.com/cvlan/cvlan/internal/selfsigned"
 	"github.com/cvlan/cvlan/internal/version"
 )
 
@@ -91,7 +92,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 		log.Info("generated the relay key", "file", cfg.DataDir+"/"+KeyFile)
 	}
 	log.Info("relay key (register it with cvlanctl relay create --relay-key)", "relay_key", pub.String())
-	cert, certCreated, err := loadOrCreateTLS(&cfg)
+	cert, certCreated, err := selfsigned.Load(cfg.TLSCert, cfg.TLSKey, cfg.DataDir, "cvlan-relay", cfg.TLSNames)
 	if err != nil {
 		return err
 	}
