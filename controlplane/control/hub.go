@@ -23,7 +23,8 @@ type outbox struct {
 	self   *controlpb.Self
 	upsert map[string]*controlpb.Peer
 	remove map[string]struct{}
-	policy *controlpb.Policy // pending replacement
+	policy *controlpb.Policy   // pending replacement
+	relays *controlpb.RelayMap // pending replacement
 	bye    *controlpb.Goodbye
 	// known are the peers the agent has once the queued changes are sent, and
 	// sentPolicy the policy it has then; only the hub touches them, under its lock.
@@ -87,6 +88,13 @@ func (o *outbox) setPolicy(p *controlpb.Policy) {
 	o.signal()
 }
 
+func (o *outbox) setRelayMap(m *controlpb.RelayMap) {
+	o.mu.Lock()
+	o.relays = m
+	o.mu.Unlock()
+	o.signal()
+}
+
 func (o *outbox) goodbye(code, reason string) {
 	o.mu.Lock()
 	if o.bye == nil {
@@ -107,10 +115,10 @@ func (o *outbox) take() (*controlpb.MapDelta, *controlpb.Goodbye) {
 	if o.bye != nil {
 		return nil, o.bye
 	}
-	if o.self == nil && o.policy == nil && len(o.upsert) == 0 && len(o.remove) == 0 {
+	if o.self == nil && o.policy == nil && o.relays == nil && len(o.upsert) == 0 && len(o.remove) == 0 {
 		return nil, nil
 	}
-	d := &controlpb.MapDelta{Self: o.self, Policy: o.policy}
+	d := &controlpb.MapDelta{Self: o.self, Policy: o.policy, RelayMap: o.relays}
 	for _, p := range o.upsert {
 		d.Upsert = append(d.Upsert, p)
 	}
@@ -119,7 +127,7 @@ func (o *outbox) take() (*controlpb.MapDelta, *controlpb.Goodbye) {
 		d.Remove = append(d.Remove, id)
 	}
 	slices.Sort(d.Remove)
-	o.self, o.policy = nil, nil
+	o.self, o.policy, o.relays = nil, nil, nil
 	clear(o.upsert)
 	clear(o.remove)
 	return d, nil
@@ -142,6 +150,10 @@ type hub struct {
 	pol       map[string]*tenantPolicy
 	dirty     map[string]*dirtyTenant // waiting for the worker
 	kick      chan struct{}
+
+	relays map[string]*relayOutbox         // connected relays by relay ID
+	paths  map[string]map[string]*pairPath // node ID → peer ID → relayed path
+	ports  map[string]map[uint16]struct{}  // relay ID → UDP ports its sessions use
 }
 
 // Errors of start: the session must end with a goodbye.
@@ -161,6 +173,7 @@ func newHub(st *state.State, log *slog.Logger) *hub {
 		st: st, log: log,
 		byNode: map[string]*outbox{}, byNetwork: map[string]map[string]*outbox{}, byTenant: map[string]map[string]*outbox{},
 		pol: map[string]*tenantPolicy{}, dirty: map[string]*dirtyTenant{}, kick: make(chan struct{}, 1),
+		relays: map[string]*relayOutbox{}, paths: map[string]map[string]*pairPath{}, ports: map[string]map[uint16]struct{}{},
 	}
 }
 
@@ -285,10 +298,10 @@ func (h *hub) start(w *state.World, t *state.Tenant, n *model.Node, o *outbox) (
 		return nil, old, errNodeGone
 	}
 	tp := h.pol[t.ID] // the newest, which may have replaced the one compiled above
-	m := &controlpb.NetworkMap{Seq: 1, Self: selfView(n, t.Networks.ByID(n.NetworkID))}
+	m := &controlpb.NetworkMap{Seq: 1, Self: selfView(n, t.Networks.ByID(n.NetworkID)), Relays: relayInfos(w)}
 	for _, p := range t.Nodes.All() {
 		if h.sees(n, p) {
-			m.Peers = append(m.Peers, peerView(p))
+			m.Peers = append(m.Peers, h.withRelay(n.ID, peerView(p)))
 			o.known[p.ID] = struct{}{}
 		}
 	}
@@ -310,6 +323,10 @@ func (h *hub) apply(w *state.World, changes state.Changes) int {
 		if policyRelevant(c) {
 			h.markDirty(n.TenantID, n.ID, false)
 		}
+		h.relayNodeChange(c)
+		if c.New == nil {
+			h.dropNodePaths(n.ID)
+		}
 		t := w.Tenant(n.TenantID)
 		var oldV, newV *controlpb.Peer
 		if c.Old != nil && !c.Old.NodeKey.IsZero() {
@@ -329,9 +346,10 @@ func (h *hub) apply(w *state.World, changes state.Changes) int {
 				}
 				switch {
 				case viewer != nil && c.New != nil && newV != nil && h.sees(viewer, c.New):
-					o.putPeer(newV)
+					o.putPeer(h.withRelay(id, newV))
 				case hasKnown(o, n.ID):
 					o.dropPeer(n.ID)
+					h.unpair(id, n.ID)
 				default:
 					continue
 				}
@@ -358,6 +376,9 @@ func (h *hub) apply(w *state.World, changes state.Changes) int {
 	}
 	for _, tid := range changes.Policies {
 		h.markDirty(tid, "", true)
+	}
+	if changes.Relays {
+		touched += h.relaysChanged(w)
 	}
 	// A network's MTU or name is part of each member's Self.
 	for _, nw := range changes.Networks {
@@ -454,9 +475,10 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 			want := h.sees(viewer, other)
 			switch have := hasKnown(o, other.ID); {
 			case want && !have:
-				o.putPeer(peerView(other))
+				o.putPeer(h.withRelay(id, peerView(other)))
 			case !want && have:
 				o.dropPeer(other.ID)
+				h.unpair(id, other.ID)
 			}
 		}
 		// A new policy, or a viewer that itself changed (say, it just joined and its

@@ -123,6 +123,9 @@ func (s *Server) Close() {
 	for _, o := range s.hub.byNode {
 		o.goodbye(CodeShutdown, "controller is shutting down")
 	}
+	for _, o := range s.hub.relays {
+		o.goodbye(CodeShutdown, "controller is shutting down")
+	}
 	s.hub.mu.Unlock()
 	s.sessions.Wait()
 	s.stopOnce.Do(func() { close(s.stop) })
@@ -144,15 +147,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.sessions.Done()
 
-	var node *model.Node
+	var (
+		node  *model.Node
+		relay *model.Relay
+	)
 	conn, err := s.noise.Upgrade(w, r, func(peer key.MachinePublic, hello []byte) ([]byte, bool) {
-		reply, n := s.admit(r.Context(), peer, hello)
-		node = n
+		var reply *controlpb.ServerHello
+		if isRelayHello(hello) {
+			reply, relay = s.admitRelay(peer)
+		} else {
+			reply, node = s.admit(r.Context(), peer, hello)
+		}
 		b, err := proto.Marshal(reply)
 		if err != nil {
 			return nil, false
 		}
-		return b, n != nil
+		return b, node != nil || relay != nil
 	})
 	if err != nil {
 		s.m.handshakes.WithLabelValues("refused").Inc()
@@ -160,7 +170,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.m.handshakes.WithLabelValues("ok").Inc()
+	if relay != nil {
+		s.serveRelay(conn, relay)
+		return
+	}
 	s.serve(conn, node)
+}
+
+// isRelayHello says whether a hello is a relay's; one that does not decode is an
+// agent's, and admit refuses it with the reason.
+func isRelayHello(b []byte) bool {
+	var hello controlpb.ClientHello
+	return proto.Unmarshal(b, &hello) == nil && hello.GetRelay() && hello.GetProtocolVersion() == ProtocolVersion
 }
 
 // admit decides on an agent's hello: a known machine logs in, an unknown one may
@@ -226,6 +247,13 @@ func nodeKey(b []byte) (key.NodePublic, error) {
 		return key.NodePublic{}, errors.New("all zero")
 	}
 	return k, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // Limits on what an agent may report.
@@ -385,6 +413,17 @@ func (s *Server) handle(ctx context.Context, n *model.Node, b []byte) error {
 		return nil
 	case *controlpb.ClientMessage_Counters:
 		return s.reports.put(n.ID, s.opts.Now().UTC(), msg.Counters)
+	case *controlpb.ClientMessage_PathReport:
+		pr := msg.PathReport
+		if pr.GetFailed() > pathFramed {
+			return fmt.Errorf("path_report.failed: %d is not a path (0 direct, 1 UDP relay, 2 framed relay)", pr.GetFailed())
+		}
+		if !model.IsID(pr.GetPeerNodeId()) {
+			return fmt.Errorf("path_report.peer_node_id: %q is not a node ID", clip(pr.GetPeerNodeId()))
+		}
+		did := s.hub.escalate(s.st.World(), n.TenantID, n.ID, pr.GetPeerNodeId(), pr.GetFailed())
+		s.log.Info("path report", "node", n.ID, "peer", pr.GetPeerNodeId(), "failed", pr.GetFailed(), "result", did)
+		return nil
 	case *controlpb.ClientMessage_NodeKeyRotated:
 		nk, err := nodeKey(msg.NodeKeyRotated.GetNodeKey())
 		if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/controlplane/netmap"
 	"github.com/cvlan/cvlan/controlplane/noiseconn"
+	"github.com/cvlan/cvlan/controlplane/relaymap"
 )
 
 // ProtocolVersion is the version of controlpb this agent speaks.
@@ -52,6 +53,13 @@ type Handler interface {
 	Map(*netmap.Map)
 	// Disconnected reports that a connection ended, and why.
 	Disconnected(error)
+}
+
+// RelayHandler is implemented by a relay's Handler (whose Hello sets relay): it
+// gets the relay's configuration, the full one of a connection and then the one
+// after each delta, instead of network maps.
+type RelayHandler interface {
+	Relay(*relaymap.Config)
 }
 
 // RefusedError is the controller's authenticated refusal: a ServerHello or a
@@ -186,7 +194,11 @@ func (c *Client) once(ctx context.Context) (admitted bool, err error) {
 	if sh.GetProtocolVersion() != ProtocolVersion {
 		return false, &RefusedError{Code: "version", Reason: fmt.Sprintf("controller speaks protocol version %d, this agent %d", sh.GetProtocolVersion(), ProtocolVersion)}
 	}
-	c.log.Info("connected to controller", "url", c.cfg.URL, "node", sh.GetNodeId(), "name", sh.GetNodeName())
+	if sh.GetRelayId() != "" {
+		c.log.Info("connected to controller", "url", c.cfg.URL, "relay", sh.GetRelayId(), "name", sh.GetRelayName())
+	} else {
+		c.log.Info("connected to controller", "url", c.cfg.URL, "node", sh.GetNodeId(), "name", sh.GetNodeName())
+	}
 	c.mu.Lock()
 	c.conn = conn
 	c.mu.Unlock()
@@ -220,7 +232,11 @@ func (c *Client) once(ctx context.Context) (admitted bool, err error) {
 
 // follow reads the map stream until the connection ends.
 func (c *Client) follow(conn *noiseconn.Conn) error {
-	var m *netmap.Map
+	var (
+		m  *netmap.Map
+		rc *relaymap.Config
+	)
+	rh, _ := c.h.(RelayHandler)
 	for {
 		conn.SetReadDeadline(time.Now().Add(3 * c.cfg.KeepAlive))
 		b, err := conn.ReadMsg()
@@ -245,6 +261,22 @@ func (c *Client) follow(conn *noiseconn.Conn) error {
 				return fmt.Errorf("controller sent a bad delta: %w", err)
 			}
 			c.h.Map(m)
+		case *controlpb.ServerMessage_RelayConfig:
+			if rh == nil {
+				return errors.New("controller sent a relay configuration to an agent")
+			}
+			if rc, err = relaymap.FromProto(msg.RelayConfig); err != nil {
+				return fmt.Errorf("controller sent a bad relay configuration: %w", err)
+			}
+			rh.Relay(rc)
+		case *controlpb.ServerMessage_RelayDelta:
+			if rh == nil || rc == nil {
+				return errors.New("controller sent a relay delta before a relay configuration")
+			}
+			if rc, err = rc.Apply(msg.RelayDelta); err != nil {
+				return fmt.Errorf("controller sent a bad relay delta: %w", err)
+			}
+			rh.Relay(rc)
 		case *controlpb.ServerMessage_Goodbye:
 			return &RefusedError{Code: msg.Goodbye.GetCode(), Reason: msg.Goodbye.GetReason()}
 		case *controlpb.ServerMessage_KeepAlive, nil:

@@ -30,7 +30,11 @@ type ClientHello struct {
 	// node_key is the agent's current WireGuard public key (32 bytes).
 	NodeKey []byte `protobuf:"bytes,4,opt,name=node_key,json=nodeKey,proto3" json:"node_key,omitempty"`
 	// enroll is set while the agent has no identity yet.
-	Enroll        *Enroll `protobuf:"bytes,5,opt,name=enroll,proto3" json:"enroll,omitempty"`
+	Enroll *Enroll `protobuf:"bytes,5,opt,name=enroll,proto3" json:"enroll,omitempty"`
+	// relay is set when a relay server, not an agent, connects: its Noise static key
+	// is its relay key, node_key and enroll are unset, and it is served RelayConfig
+	// and RelayDelta instead of network maps.
+	Relay         bool `protobuf:"varint,6,opt,name=relay,proto3" json:"relay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +104,13 @@ func (x *ClientHello) GetEnroll() *Enroll {
 	return nil
 }
 
+func (x *ClientHello) GetRelay() bool {
+	if x != nil {
+		return x.Relay
+	}
+	return false
+}
+
 // Enroll asks to join with an enrollment key.
 type Enroll struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -160,10 +171,13 @@ type ServerHello struct {
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// error, when set, is why the controller refused; code is a stable word for it
 	// (see Refusal codes in docs/control.md).
-	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
-	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	NodeName      string `protobuf:"bytes,5,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Error    string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Code     string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	NodeId   string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeName string `protobuf:"bytes,5,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// relay_id and relay_name name the relay when a relay connected.
+	RelayId       string `protobuf:"bytes,6,opt,name=relay_id,json=relayId,proto3" json:"relay_id,omitempty"`
+	RelayName     string `protobuf:"bytes,7,opt,name=relay_name,json=relayName,proto3" json:"relay_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +247,20 @@ func (x *ServerHello) GetNodeName() string {
 	return ""
 }
 
+func (x *ServerHello) GetRelayId() string {
+	if x != nil {
+		return x.RelayId
+	}
+	return ""
+}
+
+func (x *ServerHello) GetRelayName() string {
+	if x != nil {
+		return x.RelayName
+	}
+	return ""
+}
+
 // ServerMessage is one message from the controller after the handshake.
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -242,6 +270,8 @@ type ServerMessage struct {
 	//	*ServerMessage_Delta
 	//	*ServerMessage_KeepAlive
 	//	*ServerMessage_Goodbye
+	//	*ServerMessage_RelayConfig
+	//	*ServerMessage_RelayDelta
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -320,6 +350,24 @@ func (x *ServerMessage) GetGoodbye() *Goodbye {
 	return nil
 }
 
+func (x *ServerMessage) GetRelayConfig() *RelayConfig {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_RelayConfig); ok {
+			return x.RelayConfig
+		}
+	}
+	return nil
+}
+
+func (x *ServerMessage) GetRelayDelta() *RelayDelta {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_RelayDelta); ok {
+			return x.RelayDelta
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -340,6 +388,15 @@ type ServerMessage_Goodbye struct {
 	Goodbye *Goodbye `protobuf:"bytes,4,opt,name=goodbye,proto3,oneof"`
 }
 
+type ServerMessage_RelayConfig struct {
+	// To relays only: the full configuration first, then deltas.
+	RelayConfig *RelayConfig `protobuf:"bytes,5,opt,name=relay_config,json=relayConfig,proto3,oneof"`
+}
+
+type ServerMessage_RelayDelta struct {
+	RelayDelta *RelayDelta `protobuf:"bytes,6,opt,name=relay_delta,json=relayDelta,proto3,oneof"`
+}
+
 func (*ServerMessage_FullMap) isServerMessage_Msg() {}
 
 func (*ServerMessage_Delta) isServerMessage_Msg() {}
@@ -347,6 +404,10 @@ func (*ServerMessage_Delta) isServerMessage_Msg() {}
 func (*ServerMessage_KeepAlive) isServerMessage_Msg() {}
 
 func (*ServerMessage_Goodbye) isServerMessage_Msg() {}
+
+func (*ServerMessage_RelayConfig) isServerMessage_Msg() {}
+
+func (*ServerMessage_RelayDelta) isServerMessage_Msg() {}
 
 // ClientMessage is one message from the agent after the handshake.
 type ClientMessage struct {
@@ -357,6 +418,7 @@ type ClientMessage struct {
 	//	*ClientMessage_NodeKeyRotated
 	//	*ClientMessage_KeepAlive
 	//	*ClientMessage_Counters
+	//	*ClientMessage_PathReport
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -435,6 +497,15 @@ func (x *ClientMessage) GetCounters() *Counters {
 	return nil
 }
 
+func (x *ClientMessage) GetPathReport() *PathReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_PathReport); ok {
+			return x.PathReport
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -455,6 +526,10 @@ type ClientMessage_Counters struct {
 	Counters *Counters `protobuf:"bytes,4,opt,name=counters,proto3,oneof"`
 }
 
+type ClientMessage_PathReport struct {
+	PathReport *PathReport `protobuf:"bytes,5,opt,name=path_report,json=pathReport,proto3,oneof"`
+}
+
 func (*ClientMessage_Endpoints) isClientMessage_Msg() {}
 
 func (*ClientMessage_NodeKeyRotated) isClientMessage_Msg() {}
@@ -463,6 +538,8 @@ func (*ClientMessage_KeepAlive) isClientMessage_Msg() {}
 
 func (*ClientMessage_Counters) isClientMessage_Msg() {}
 
+func (*ClientMessage_PathReport) isClientMessage_Msg() {}
+
 // NetworkMap is everything a node needs, sent first on every connection.
 type NetworkMap struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -470,7 +547,9 @@ type NetworkMap struct {
 	Self  *Self                  `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
 	Peers []*Peer                `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
 	// policy is this node's compiled policy (only its own part).
-	Policy        *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// relays are the relay servers the node may use (every tenant's nodes see all).
+	Relays        []*RelayInfo `protobuf:"bytes,5,rep,name=relays,proto3" json:"relays,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -529,6 +608,13 @@ func (x *NetworkMap) GetPeers() []*Peer {
 func (x *NetworkMap) GetPolicy() *Policy {
 	if x != nil {
 		return x.Policy
+	}
+	return nil
+}
+
+func (x *NetworkMap) GetRelays() []*RelayInfo {
+	if x != nil {
+		return x.Relays
 	}
 	return nil
 }
@@ -663,7 +749,10 @@ type Peer struct {
 	// endpoints are underlay "addr:port" candidates, best first.
 	Endpoints []string `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// allowed_ips are the prefixes routed to this peer.
-	AllowedIps    []string `protobuf:"bytes,5,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`
+	AllowedIps []string `protobuf:"bytes,5,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`
+	// relay, when set, says the node must reach this peer through a relay rather
+	// than at its endpoints; it is specific to the node receiving the map.
+	Relay         *RelayPath `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -733,6 +822,205 @@ func (x *Peer) GetAllowedIps() []string {
 	return nil
 }
 
+func (x *Peer) GetRelay() *RelayPath {
+	if x != nil {
+		return x.Relay
+	}
+	return nil
+}
+
+// RelayInfo is one relay server of the relay map.
+type RelayInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Region string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	// address is the relay's public IP, where UDP session ports live.
+	Address  string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	StunPort uint32 `protobuf:"varint,5,opt,name=stun_port,json=stunPort,proto3" json:"stun_port,omitempty"`
+	// tls_url (https://) and ws_url (wss://) are the framed relay's base URLs.
+	TlsUrl string `protobuf:"bytes,6,opt,name=tls_url,json=tlsUrl,proto3" json:"tls_url,omitempty"`
+	WsUrl  string `protobuf:"bytes,7,opt,name=ws_url,json=wsUrl,proto3" json:"ws_url,omitempty"`
+	// relay_key is the relay's Noise key, pinned by framed clients (32 bytes).
+	RelayKey      []byte `protobuf:"bytes,8,opt,name=relay_key,json=relayKey,proto3" json:"relay_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayInfo) Reset() {
+	*x = RelayInfo{}
+	mi := &file_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayInfo) ProtoMessage() {}
+
+func (x *RelayInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayInfo.ProtoReflect.Descriptor instead.
+func (*RelayInfo) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RelayInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RelayInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RelayInfo) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *RelayInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RelayInfo) GetStunPort() uint32 {
+	if x != nil {
+		return x.StunPort
+	}
+	return 0
+}
+
+func (x *RelayInfo) GetTlsUrl() string {
+	if x != nil {
+		return x.TlsUrl
+	}
+	return ""
+}
+
+func (x *RelayInfo) GetWsUrl() string {
+	if x != nil {
+		return x.WsUrl
+	}
+	return ""
+}
+
+func (x *RelayInfo) GetRelayKey() []byte {
+	if x != nil {
+		return x.RelayKey
+	}
+	return nil
+}
+
+// RelayPath is how a node reaches one peer through a relay. Mode 1 is a UDP relay
+// session: send a bind packet with token from the socket that carries the
+// WireGuard packets to address:port of the relay, as side; mode 2 is the framed
+// relay (TLS, then WebSocket) of relay_id, addressed by the peer's node key.
+type RelayPath struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mode          uint32                 `protobuf:"varint,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	RelayId       string                 `protobuf:"bytes,2,opt,name=relay_id,json=relayId,proto3" json:"relay_id,omitempty"`
+	SessionId     uint64                 `protobuf:"varint,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Side          uint32                 `protobuf:"varint,4,opt,name=side,proto3" json:"side,omitempty"`
+	Port          uint32                 `protobuf:"varint,5,opt,name=port,proto3" json:"port,omitempty"`
+	Token         []byte                 `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayPath) Reset() {
+	*x = RelayPath{}
+	mi := &file_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayPath) ProtoMessage() {}
+
+func (x *RelayPath) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayPath.ProtoReflect.Descriptor instead.
+func (*RelayPath) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RelayPath) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *RelayPath) GetRelayId() string {
+	if x != nil {
+		return x.RelayId
+	}
+	return ""
+}
+
+func (x *RelayPath) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *RelayPath) GetSide() uint32 {
+	if x != nil {
+		return x.Side
+	}
+	return 0
+}
+
+func (x *RelayPath) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *RelayPath) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 // MapDelta changes the last map: self when set replaces it, upsert adds or replaces
 // peers by node_id, remove drops peers by node_id.
 type MapDelta struct {
@@ -742,14 +1030,16 @@ type MapDelta struct {
 	Upsert []*Peer                `protobuf:"bytes,3,rep,name=upsert,proto3" json:"upsert,omitempty"`
 	Remove []string               `protobuf:"bytes,4,rep,name=remove,proto3" json:"remove,omitempty"`
 	// policy, when set, replaces the node's compiled policy.
-	Policy        *Policy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	// relay_map, when set, replaces the relay map.
+	RelayMap      *RelayMap `protobuf:"bytes,6,opt,name=relay_map,json=relayMap,proto3" json:"relay_map,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MapDelta) Reset() {
 	*x = MapDelta{}
-	mi := &file_control_proto_msgTypes[8]
+	mi := &file_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1051,7 @@ func (x *MapDelta) String() string {
 func (*MapDelta) ProtoMessage() {}
 
 func (x *MapDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[8]
+	mi := &file_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1064,7 @@ func (x *MapDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapDelta.ProtoReflect.Descriptor instead.
 func (*MapDelta) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{8}
+	return file_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MapDelta) GetSeq() uint64 {
@@ -812,6 +1102,58 @@ func (x *MapDelta) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *MapDelta) GetRelayMap() *RelayMap {
+	if x != nil {
+		return x.RelayMap
+	}
+	return nil
+}
+
+// RelayMap wraps the relay list so that a delta can replace it with an empty one.
+type RelayMap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Relays        []*RelayInfo           `protobuf:"bytes,1,rep,name=relays,proto3" json:"relays,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayMap) Reset() {
+	*x = RelayMap{}
+	mi := &file_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayMap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayMap) ProtoMessage() {}
+
+func (x *RelayMap) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayMap.ProtoReflect.Descriptor instead.
+func (*RelayMap) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RelayMap) GetRelays() []*RelayInfo {
+	if x != nil {
+		return x.Relays
+	}
+	return nil
+}
+
 // Policy is one node's compiled policy (see policy/compiled.go): identities of
 // remote prefixes and decided (direction, identity, protocol, port range) entries;
 // what no entry accepts is denied.
@@ -827,7 +1169,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +1181,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[9]
+	mi := &file_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +1194,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{9}
+	return file_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Policy) GetVersion() int64 {
@@ -894,7 +1236,7 @@ type IdentityPrefix struct {
 
 func (x *IdentityPrefix) Reset() {
 	*x = IdentityPrefix{}
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1248,7 @@ func (x *IdentityPrefix) String() string {
 func (*IdentityPrefix) ProtoMessage() {}
 
 func (x *IdentityPrefix) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[10]
+	mi := &file_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1261,7 @@ func (x *IdentityPrefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityPrefix.ProtoReflect.Descriptor instead.
 func (*IdentityPrefix) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{10}
+	return file_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IdentityPrefix) GetPrefix() string {
@@ -953,7 +1295,7 @@ type RuleEntry struct {
 
 func (x *RuleEntry) Reset() {
 	*x = RuleEntry{}
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1307,7 @@ func (x *RuleEntry) String() string {
 func (*RuleEntry) ProtoMessage() {}
 
 func (x *RuleEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[11]
+	mi := &file_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1320,7 @@ func (x *RuleEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleEntry.ProtoReflect.Descriptor instead.
 func (*RuleEntry) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{11}
+	return file_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RuleEntry) GetDirection() uint32 {
@@ -1040,7 +1382,7 @@ type Endpoints struct {
 
 func (x *Endpoints) Reset() {
 	*x = Endpoints{}
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1394,7 @@ func (x *Endpoints) String() string {
 func (*Endpoints) ProtoMessage() {}
 
 func (x *Endpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[12]
+	mi := &file_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1407,7 @@ func (x *Endpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoints.ProtoReflect.Descriptor instead.
 func (*Endpoints) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{12}
+	return file_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Endpoints) GetEndpoints() []string {
@@ -1085,7 +1427,7 @@ type NodeKeyRotated struct {
 
 func (x *NodeKeyRotated) Reset() {
 	*x = NodeKeyRotated{}
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1439,7 @@ func (x *NodeKeyRotated) String() string {
 func (*NodeKeyRotated) ProtoMessage() {}
 
 func (x *NodeKeyRotated) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[13]
+	mi := &file_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1452,7 @@ func (x *NodeKeyRotated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKeyRotated.ProtoReflect.Descriptor instead.
 func (*NodeKeyRotated) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{13}
+	return file_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeKeyRotated) GetNodeKey() []byte {
@@ -1132,7 +1474,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1486,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[14]
+	mi := &file_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1499,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{14}
+	return file_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Counters) GetRules() []*RuleCounter {
@@ -1185,7 +1527,7 @@ type RuleCounter struct {
 
 func (x *RuleCounter) Reset() {
 	*x = RuleCounter{}
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1539,7 @@ func (x *RuleCounter) String() string {
 func (*RuleCounter) ProtoMessage() {}
 
 func (x *RuleCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[15]
+	mi := &file_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1552,7 @@ func (x *RuleCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleCounter.ProtoReflect.Descriptor instead.
 func (*RuleCounter) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{15}
+	return file_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RuleCounter) GetRuleId() uint32 {
@@ -1234,6 +1576,433 @@ func (x *RuleCounter) GetBytes() uint64 {
 	return 0
 }
 
+// PathReport says the node had no WireGuard handshake with a peer over the path it
+// was told to use (failed: 0 direct, 1 UDP relay session, 2 framed relay) although
+// it tried; the controller then moves the pair to the next path.
+type PathReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerNodeId    string                 `protobuf:"bytes,1,opt,name=peer_node_id,json=peerNodeId,proto3" json:"peer_node_id,omitempty"`
+	Failed        uint32                 `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathReport) Reset() {
+	*x = PathReport{}
+	mi := &file_control_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathReport) ProtoMessage() {}
+
+func (x *PathReport) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathReport.ProtoReflect.Descriptor instead.
+func (*PathReport) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PathReport) GetPeerNodeId() string {
+	if x != nil {
+		return x.PeerNodeId
+	}
+	return ""
+}
+
+func (x *PathReport) GetFailed() uint32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+// RelayConfig is everything a relay serves, sent first on its connection.
+// clients are the nodes it may authenticate (every tenant's), sessions the UDP
+// relay sessions it hosts, pairs the nodes it may carry framed packets between.
+type RelayConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Clients       []*RelayClient         `protobuf:"bytes,2,rep,name=clients,proto3" json:"clients,omitempty"`
+	Sessions      []*RelaySession        `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Pairs         []*RelayPair           `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayConfig) Reset() {
+	*x = RelayConfig{}
+	mi := &file_control_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayConfig) ProtoMessage() {}
+
+func (x *RelayConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayConfig.ProtoReflect.Descriptor instead.
+func (*RelayConfig) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RelayConfig) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RelayConfig) GetClients() []*RelayClient {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *RelayConfig) GetSessions() []*RelaySession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *RelayConfig) GetPairs() []*RelayPair {
+	if x != nil {
+		return x.Pairs
+	}
+	return nil
+}
+
+// RelayDelta changes the last RelayConfig; removals are applied before upserts.
+type RelayDelta struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	UpsertClients []*RelayClient         `protobuf:"bytes,2,rep,name=upsert_clients,json=upsertClients,proto3" json:"upsert_clients,omitempty"`
+	// remove_clients are node ids.
+	RemoveClients  []string        `protobuf:"bytes,3,rep,name=remove_clients,json=removeClients,proto3" json:"remove_clients,omitempty"`
+	UpsertSessions []*RelaySession `protobuf:"bytes,4,rep,name=upsert_sessions,json=upsertSessions,proto3" json:"upsert_sessions,omitempty"`
+	RemoveSessions []uint64        `protobuf:"varint,5,rep,packed,name=remove_sessions,json=removeSessions,proto3" json:"remove_sessions,omitempty"`
+	AddPairs       []*RelayPair    `protobuf:"bytes,6,rep,name=add_pairs,json=addPairs,proto3" json:"add_pairs,omitempty"`
+	RemovePairs    []*RelayPair    `protobuf:"bytes,7,rep,name=remove_pairs,json=removePairs,proto3" json:"remove_pairs,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RelayDelta) Reset() {
+	*x = RelayDelta{}
+	mi := &file_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayDelta) ProtoMessage() {}
+
+func (x *RelayDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayDelta.ProtoReflect.Descriptor instead.
+func (*RelayDelta) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RelayDelta) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RelayDelta) GetUpsertClients() []*RelayClient {
+	if x != nil {
+		return x.UpsertClients
+	}
+	return nil
+}
+
+func (x *RelayDelta) GetRemoveClients() []string {
+	if x != nil {
+		return x.RemoveClients
+	}
+	return nil
+}
+
+func (x *RelayDelta) GetUpsertSessions() []*RelaySession {
+	if x != nil {
+		return x.UpsertSessions
+	}
+	return nil
+}
+
+func (x *RelayDelta) GetRemoveSessions() []uint64 {
+	if x != nil {
+		return x.RemoveSessions
+	}
+	return nil
+}
+
+func (x *RelayDelta) GetAddPairs() []*RelayPair {
+	if x != nil {
+		return x.AddPairs
+	}
+	return nil
+}
+
+func (x *RelayDelta) GetRemovePairs() []*RelayPair {
+	if x != nil {
+		return x.RemovePairs
+	}
+	return nil
+}
+
+// RelayClient is a node a relay may serve over the framed relay.
+type RelayClient struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	TenantId      string                 `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	MachineKey    []byte                 `protobuf:"bytes,3,opt,name=machine_key,json=machineKey,proto3" json:"machine_key,omitempty"`
+	NodeKey       []byte                 `protobuf:"bytes,4,opt,name=node_key,json=nodeKey,proto3" json:"node_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayClient) Reset() {
+	*x = RelayClient{}
+	mi := &file_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayClient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayClient) ProtoMessage() {}
+
+func (x *RelayClient) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayClient.ProtoReflect.Descriptor instead.
+func (*RelayClient) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RelayClient) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RelayClient) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RelayClient) GetMachineKey() []byte {
+	if x != nil {
+		return x.MachineKey
+	}
+	return nil
+}
+
+func (x *RelayClient) GetNodeKey() []byte {
+	if x != nil {
+		return x.NodeKey
+	}
+	return nil
+}
+
+// RelaySession is one UDP relay session: a port and a token per side (A, B).
+type RelaySession struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	PortA         uint32                 `protobuf:"varint,2,opt,name=port_a,json=portA,proto3" json:"port_a,omitempty"`
+	PortB         uint32                 `protobuf:"varint,3,opt,name=port_b,json=portB,proto3" json:"port_b,omitempty"`
+	TokenA        []byte                 `protobuf:"bytes,4,opt,name=token_a,json=tokenA,proto3" json:"token_a,omitempty"`
+	TokenB        []byte                 `protobuf:"bytes,5,opt,name=token_b,json=tokenB,proto3" json:"token_b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelaySession) Reset() {
+	*x = RelaySession{}
+	mi := &file_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelaySession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelaySession) ProtoMessage() {}
+
+func (x *RelaySession) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelaySession.ProtoReflect.Descriptor instead.
+func (*RelaySession) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RelaySession) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *RelaySession) GetPortA() uint32 {
+	if x != nil {
+		return x.PortA
+	}
+	return 0
+}
+
+func (x *RelaySession) GetPortB() uint32 {
+	if x != nil {
+		return x.PortB
+	}
+	return 0
+}
+
+func (x *RelaySession) GetTokenA() []byte {
+	if x != nil {
+		return x.TokenA
+	}
+	return nil
+}
+
+func (x *RelaySession) GetTokenB() []byte {
+	if x != nil {
+		return x.TokenB
+	}
+	return nil
+}
+
+// RelayPair lets two nodes of a tenant reach each other over the framed relay.
+type RelayPair struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	NodeA         string                 `protobuf:"bytes,2,opt,name=node_a,json=nodeA,proto3" json:"node_a,omitempty"`
+	NodeB         string                 `protobuf:"bytes,3,opt,name=node_b,json=nodeB,proto3" json:"node_b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayPair) Reset() {
+	*x = RelayPair{}
+	mi := &file_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayPair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayPair) ProtoMessage() {}
+
+func (x *RelayPair) ProtoReflect() protoreflect.Message {
+	mi := &file_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayPair.ProtoReflect.Descriptor instead.
+func (*RelayPair) Descriptor() ([]byte, []int) {
+	return file_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RelayPair) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RelayPair) GetNodeA() string {
+	if x != nil {
+		return x.NodeA
+	}
+	return ""
+}
+
+func (x *RelayPair) GetNodeB() string {
+	if x != nil {
+		return x.NodeB
+	}
+	return ""
+}
+
 // KeepAlive keeps an idle connection inside the other side's read deadline.
 type KeepAlive struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1243,7 +2012,7 @@ type KeepAlive struct {
 
 func (x *KeepAlive) Reset() {
 	*x = KeepAlive{}
-	mi := &file_control_proto_msgTypes[16]
+	mi := &file_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +2024,7 @@ func (x *KeepAlive) String() string {
 func (*KeepAlive) ProtoMessage() {}
 
 func (x *KeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[16]
+	mi := &file_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +2037,7 @@ func (x *KeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAlive.ProtoReflect.Descriptor instead.
 func (*KeepAlive) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{16}
+	return file_control_proto_rawDescGZIP(), []int{25}
 }
 
 // Goodbye says why the controller closes the connection; code "node_deleted" means
@@ -1283,7 +2052,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_control_proto_msgTypes[17]
+	mi := &file_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +2064,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_control_proto_msgTypes[17]
+	mi := &file_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +2077,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_control_proto_rawDescGZIP(), []int{17}
+	return file_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1329,42 +2098,52 @@ var File_control_proto protoreflect.FileDescriptor
 
 const file_control_proto_rawDesc = "" +
 	"\n" +
-	"\rcontrol.proto\x12\x10cvlan.control.v1\"\xc6\x01\n" +
+	"\rcontrol.proto\x12\x10cvlan.control.v1\"\xdc\x01\n" +
 	"\vClientHello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x19\n" +
 	"\bnode_key\x18\x04 \x01(\fR\anodeKey\x120\n" +
-	"\x06enroll\x18\x05 \x01(\v2\x18.cvlan.control.v1.EnrollR\x06enroll\"4\n" +
+	"\x06enroll\x18\x05 \x01(\v2\x18.cvlan.control.v1.EnrollR\x06enroll\x12\x14\n" +
+	"\x05relay\x18\x06 \x01(\bR\x05relay\"4\n" +
 	"\x06Enroll\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\x98\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xd2\x01\n" +
 	"\vServerHello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tnode_name\x18\x05 \x01(\tR\bnodeName\"\xfa\x01\n" +
+	"\tnode_name\x18\x05 \x01(\tR\bnodeName\x12\x19\n" +
+	"\brelay_id\x18\x06 \x01(\tR\arelayId\x12\x1d\n" +
+	"\n" +
+	"relay_name\x18\a \x01(\tR\trelayName\"\xff\x02\n" +
 	"\rServerMessage\x129\n" +
 	"\bfull_map\x18\x01 \x01(\v2\x1c.cvlan.control.v1.NetworkMapH\x00R\afullMap\x122\n" +
 	"\x05delta\x18\x02 \x01(\v2\x1a.cvlan.control.v1.MapDeltaH\x00R\x05delta\x12<\n" +
 	"\n" +
 	"keep_alive\x18\x03 \x01(\v2\x1b.cvlan.control.v1.KeepAliveH\x00R\tkeepAlive\x125\n" +
-	"\agoodbye\x18\x04 \x01(\v2\x19.cvlan.control.v1.GoodbyeH\x00R\agoodbyeB\x05\n" +
-	"\x03msg\"\x99\x02\n" +
+	"\agoodbye\x18\x04 \x01(\v2\x19.cvlan.control.v1.GoodbyeH\x00R\agoodbye\x12B\n" +
+	"\frelay_config\x18\x05 \x01(\v2\x1d.cvlan.control.v1.RelayConfigH\x00R\vrelayConfig\x12?\n" +
+	"\vrelay_delta\x18\x06 \x01(\v2\x1c.cvlan.control.v1.RelayDeltaH\x00R\n" +
+	"relayDeltaB\x05\n" +
+	"\x03msg\"\xda\x02\n" +
 	"\rClientMessage\x12;\n" +
 	"\tendpoints\x18\x01 \x01(\v2\x1b.cvlan.control.v1.EndpointsH\x00R\tendpoints\x12L\n" +
 	"\x10node_key_rotated\x18\x02 \x01(\v2 .cvlan.control.v1.NodeKeyRotatedH\x00R\x0enodeKeyRotated\x12<\n" +
 	"\n" +
 	"keep_alive\x18\x03 \x01(\v2\x1b.cvlan.control.v1.KeepAliveH\x00R\tkeepAlive\x128\n" +
-	"\bcounters\x18\x04 \x01(\v2\x1a.cvlan.control.v1.CountersH\x00R\bcountersB\x05\n" +
-	"\x03msg\"\xaa\x01\n" +
+	"\bcounters\x18\x04 \x01(\v2\x1a.cvlan.control.v1.CountersH\x00R\bcounters\x12?\n" +
+	"\vpath_report\x18\x05 \x01(\v2\x1c.cvlan.control.v1.PathReportH\x00R\n" +
+	"pathReportB\x05\n" +
+	"\x03msg\"\xdf\x01\n" +
 	"\n" +
 	"NetworkMap\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x04self\x18\x02 \x01(\v2\x16.cvlan.control.v1.SelfR\x04self\x12,\n" +
 	"\x05peers\x18\x03 \x03(\v2\x16.cvlan.control.v1.PeerR\x05peers\x120\n" +
-	"\x06policy\x18\x04 \x01(\v2\x18.cvlan.control.v1.PolicyR\x06policy\"\x9d\x02\n" +
+	"\x06policy\x18\x04 \x01(\v2\x18.cvlan.control.v1.PolicyR\x06policy\x123\n" +
+	"\x06relays\x18\x05 \x03(\v2\x1b.cvlan.control.v1.RelayInfoR\x06relays\"\x9d\x02\n" +
 	"\x04Self\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -1377,20 +2156,41 @@ const file_control_proto_rawDesc = "" +
 	"\x03mtu\x18\b \x01(\rR\x03mtu\x12\x19\n" +
 	"\bnode_key\x18\t \x01(\fR\anodeKey\x12&\n" +
 	"\x0frotate_node_key\x18\n" +
-	" \x01(\bR\rrotateNodeKey\"\x8d\x01\n" +
+	" \x01(\bR\rrotateNodeKey\"\xc0\x01\n" +
 	"\x04Peer\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
 	"\bnode_key\x18\x03 \x01(\fR\anodeKey\x12\x1c\n" +
 	"\tendpoints\x18\x04 \x03(\tR\tendpoints\x12\x1f\n" +
 	"\vallowed_ips\x18\x05 \x03(\tR\n" +
-	"allowedIps\"\xc2\x01\n" +
+	"allowedIps\x121\n" +
+	"\x05relay\x18\x06 \x01(\v2\x1b.cvlan.control.v1.RelayPathR\x05relay\"\xcb\x01\n" +
+	"\tRelayInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x12\x1b\n" +
+	"\tstun_port\x18\x05 \x01(\rR\bstunPort\x12\x17\n" +
+	"\atls_url\x18\x06 \x01(\tR\x06tlsUrl\x12\x15\n" +
+	"\x06ws_url\x18\a \x01(\tR\x05wsUrl\x12\x1b\n" +
+	"\trelay_key\x18\b \x01(\fR\brelayKey\"\x97\x01\n" +
+	"\tRelayPath\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\rR\x04mode\x12\x19\n" +
+	"\brelay_id\x18\x02 \x01(\tR\arelayId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\x04R\tsessionId\x12\x12\n" +
+	"\x04side\x18\x04 \x01(\rR\x04side\x12\x12\n" +
+	"\x04port\x18\x05 \x01(\rR\x04port\x12\x14\n" +
+	"\x05token\x18\x06 \x01(\fR\x05token\"\xfb\x01\n" +
 	"\bMapDelta\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
 	"\x04self\x18\x02 \x01(\v2\x16.cvlan.control.v1.SelfR\x04self\x12.\n" +
 	"\x06upsert\x18\x03 \x03(\v2\x16.cvlan.control.v1.PeerR\x06upsert\x12\x16\n" +
 	"\x06remove\x18\x04 \x03(\tR\x06remove\x120\n" +
-	"\x06policy\x18\x05 \x01(\v2\x18.cvlan.control.v1.PolicyR\x06policy\"\x99\x02\n" +
+	"\x06policy\x18\x05 \x01(\v2\x18.cvlan.control.v1.PolicyR\x06policy\x127\n" +
+	"\trelay_map\x18\x06 \x01(\v2\x1a.cvlan.control.v1.RelayMapR\brelayMap\"?\n" +
+	"\bRelayMap\x123\n" +
+	"\x06relays\x18\x01 \x03(\v2\x1b.cvlan.control.v1.RelayInfoR\x06relays\"\x99\x02\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12<\n" +
 	"\bprefixes\x18\x02 \x03(\v2 .cvlan.control.v1.IdentityPrefixR\bprefixes\x121\n" +
@@ -1425,7 +2225,42 @@ const file_control_proto_rawDesc = "" +
 	"\vRuleCounter\x12\x17\n" +
 	"\arule_id\x18\x01 \x01(\rR\x06ruleId\x12\x18\n" +
 	"\apackets\x18\x02 \x01(\x04R\apackets\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\v\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"F\n" +
+	"\n" +
+	"PathReport\x12 \n" +
+	"\fpeer_node_id\x18\x01 \x01(\tR\n" +
+	"peerNodeId\x12\x16\n" +
+	"\x06failed\x18\x02 \x01(\rR\x06failed\"\xc7\x01\n" +
+	"\vRelayConfig\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x127\n" +
+	"\aclients\x18\x02 \x03(\v2\x1d.cvlan.control.v1.RelayClientR\aclients\x12:\n" +
+	"\bsessions\x18\x03 \x03(\v2\x1e.cvlan.control.v1.RelaySessionR\bsessions\x121\n" +
+	"\x05pairs\x18\x04 \x03(\v2\x1b.cvlan.control.v1.RelayPairR\x05pairs\"\xf7\x02\n" +
+	"\n" +
+	"RelayDelta\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12D\n" +
+	"\x0eupsert_clients\x18\x02 \x03(\v2\x1d.cvlan.control.v1.RelayClientR\rupsertClients\x12%\n" +
+	"\x0eremove_clients\x18\x03 \x03(\tR\rremoveClients\x12G\n" +
+	"\x0fupsert_sessions\x18\x04 \x03(\v2\x1e.cvlan.control.v1.RelaySessionR\x0eupsertSessions\x12'\n" +
+	"\x0fremove_sessions\x18\x05 \x03(\x04R\x0eremoveSessions\x128\n" +
+	"\tadd_pairs\x18\x06 \x03(\v2\x1b.cvlan.control.v1.RelayPairR\baddPairs\x12>\n" +
+	"\fremove_pairs\x18\a \x03(\v2\x1b.cvlan.control.v1.RelayPairR\vremovePairs\"\x7f\n" +
+	"\vRelayClient\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1f\n" +
+	"\vmachine_key\x18\x03 \x01(\fR\n" +
+	"machineKey\x12\x19\n" +
+	"\bnode_key\x18\x04 \x01(\fR\anodeKey\"~\n" +
+	"\fRelaySession\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x15\n" +
+	"\x06port_a\x18\x02 \x01(\rR\x05portA\x12\x15\n" +
+	"\x06port_b\x18\x03 \x01(\rR\x05portB\x12\x17\n" +
+	"\atoken_a\x18\x04 \x01(\fR\x06tokenA\x12\x17\n" +
+	"\atoken_b\x18\x05 \x01(\fR\x06tokenB\"V\n" +
+	"\tRelayPair\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x15\n" +
+	"\x06node_a\x18\x02 \x01(\tR\x05nodeA\x12\x15\n" +
+	"\x06node_b\x18\x03 \x01(\tR\x05nodeB\"\v\n" +
 	"\tKeepAlive\"5\n" +
 	"\aGoodbye\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x12\n" +
@@ -1443,7 +2278,7 @@ func file_control_proto_rawDescGZIP() []byte {
 	return file_control_proto_rawDescData
 }
 
-var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_control_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_control_proto_goTypes = []any{
 	(*ClientHello)(nil),    // 0: cvlan.control.v1.ClientHello
 	(*Enroll)(nil),         // 1: cvlan.control.v1.Enroll
@@ -1453,45 +2288,68 @@ var file_control_proto_goTypes = []any{
 	(*NetworkMap)(nil),     // 5: cvlan.control.v1.NetworkMap
 	(*Self)(nil),           // 6: cvlan.control.v1.Self
 	(*Peer)(nil),           // 7: cvlan.control.v1.Peer
-	(*MapDelta)(nil),       // 8: cvlan.control.v1.MapDelta
-	(*Policy)(nil),         // 9: cvlan.control.v1.Policy
-	(*IdentityPrefix)(nil), // 10: cvlan.control.v1.IdentityPrefix
-	(*RuleEntry)(nil),      // 11: cvlan.control.v1.RuleEntry
-	(*Endpoints)(nil),      // 12: cvlan.control.v1.Endpoints
-	(*NodeKeyRotated)(nil), // 13: cvlan.control.v1.NodeKeyRotated
-	(*Counters)(nil),       // 14: cvlan.control.v1.Counters
-	(*RuleCounter)(nil),    // 15: cvlan.control.v1.RuleCounter
-	(*KeepAlive)(nil),      // 16: cvlan.control.v1.KeepAlive
-	(*Goodbye)(nil),        // 17: cvlan.control.v1.Goodbye
-	nil,                    // 18: cvlan.control.v1.Policy.RuleNamesEntry
-	nil,                    // 19: cvlan.control.v1.Counters.DropsEntry
+	(*RelayInfo)(nil),      // 8: cvlan.control.v1.RelayInfo
+	(*RelayPath)(nil),      // 9: cvlan.control.v1.RelayPath
+	(*MapDelta)(nil),       // 10: cvlan.control.v1.MapDelta
+	(*RelayMap)(nil),       // 11: cvlan.control.v1.RelayMap
+	(*Policy)(nil),         // 12: cvlan.control.v1.Policy
+	(*IdentityPrefix)(nil), // 13: cvlan.control.v1.IdentityPrefix
+	(*RuleEntry)(nil),      // 14: cvlan.control.v1.RuleEntry
+	(*Endpoints)(nil),      // 15: cvlan.control.v1.Endpoints
+	(*NodeKeyRotated)(nil), // 16: cvlan.control.v1.NodeKeyRotated
+	(*Counters)(nil),       // 17: cvlan.control.v1.Counters
+	(*RuleCounter)(nil),    // 18: cvlan.control.v1.RuleCounter
+	(*PathReport)(nil),     // 19: cvlan.control.v1.PathReport
+	(*RelayConfig)(nil),    // 20: cvlan.control.v1.RelayConfig
+	(*RelayDelta)(nil),     // 21: cvlan.control.v1.RelayDelta
+	(*RelayClient)(nil),    // 22: cvlan.control.v1.RelayClient
+	(*RelaySession)(nil),   // 23: cvlan.control.v1.RelaySession
+	(*RelayPair)(nil),      // 24: cvlan.control.v1.RelayPair
+	(*KeepAlive)(nil),      // 25: cvlan.control.v1.KeepAlive
+	(*Goodbye)(nil),        // 26: cvlan.control.v1.Goodbye
+	nil,                    // 27: cvlan.control.v1.Policy.RuleNamesEntry
+	nil,                    // 28: cvlan.control.v1.Counters.DropsEntry
 }
 var file_control_proto_depIdxs = []int32{
 	1,  // 0: cvlan.control.v1.ClientHello.enroll:type_name -> cvlan.control.v1.Enroll
 	5,  // 1: cvlan.control.v1.ServerMessage.full_map:type_name -> cvlan.control.v1.NetworkMap
-	8,  // 2: cvlan.control.v1.ServerMessage.delta:type_name -> cvlan.control.v1.MapDelta
-	16, // 3: cvlan.control.v1.ServerMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
-	17, // 4: cvlan.control.v1.ServerMessage.goodbye:type_name -> cvlan.control.v1.Goodbye
-	12, // 5: cvlan.control.v1.ClientMessage.endpoints:type_name -> cvlan.control.v1.Endpoints
-	13, // 6: cvlan.control.v1.ClientMessage.node_key_rotated:type_name -> cvlan.control.v1.NodeKeyRotated
-	16, // 7: cvlan.control.v1.ClientMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
-	14, // 8: cvlan.control.v1.ClientMessage.counters:type_name -> cvlan.control.v1.Counters
-	6,  // 9: cvlan.control.v1.NetworkMap.self:type_name -> cvlan.control.v1.Self
-	7,  // 10: cvlan.control.v1.NetworkMap.peers:type_name -> cvlan.control.v1.Peer
-	9,  // 11: cvlan.control.v1.NetworkMap.policy:type_name -> cvlan.control.v1.Policy
-	6,  // 12: cvlan.control.v1.MapDelta.self:type_name -> cvlan.control.v1.Self
-	7,  // 13: cvlan.control.v1.MapDelta.upsert:type_name -> cvlan.control.v1.Peer
-	9,  // 14: cvlan.control.v1.MapDelta.policy:type_name -> cvlan.control.v1.Policy
-	10, // 15: cvlan.control.v1.Policy.prefixes:type_name -> cvlan.control.v1.IdentityPrefix
-	11, // 16: cvlan.control.v1.Policy.rules:type_name -> cvlan.control.v1.RuleEntry
-	18, // 17: cvlan.control.v1.Policy.rule_names:type_name -> cvlan.control.v1.Policy.RuleNamesEntry
-	15, // 18: cvlan.control.v1.Counters.rules:type_name -> cvlan.control.v1.RuleCounter
-	19, // 19: cvlan.control.v1.Counters.drops:type_name -> cvlan.control.v1.Counters.DropsEntry
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	10, // 2: cvlan.control.v1.ServerMessage.delta:type_name -> cvlan.control.v1.MapDelta
+	25, // 3: cvlan.control.v1.ServerMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
+	26, // 4: cvlan.control.v1.ServerMessage.goodbye:type_name -> cvlan.control.v1.Goodbye
+	20, // 5: cvlan.control.v1.ServerMessage.relay_config:type_name -> cvlan.control.v1.RelayConfig
+	21, // 6: cvlan.control.v1.ServerMessage.relay_delta:type_name -> cvlan.control.v1.RelayDelta
+	15, // 7: cvlan.control.v1.ClientMessage.endpoints:type_name -> cvlan.control.v1.Endpoints
+	16, // 8: cvlan.control.v1.ClientMessage.node_key_rotated:type_name -> cvlan.control.v1.NodeKeyRotated
+	25, // 9: cvlan.control.v1.ClientMessage.keep_alive:type_name -> cvlan.control.v1.KeepAlive
+	17, // 10: cvlan.control.v1.ClientMessage.counters:type_name -> cvlan.control.v1.Counters
+	19, // 11: cvlan.control.v1.ClientMessage.path_report:type_name -> cvlan.control.v1.PathReport
+	6,  // 12: cvlan.control.v1.NetworkMap.self:type_name -> cvlan.control.v1.Self
+	7,  // 13: cvlan.control.v1.NetworkMap.peers:type_name -> cvlan.control.v1.Peer
+	12, // 14: cvlan.control.v1.NetworkMap.policy:type_name -> cvlan.control.v1.Policy
+	8,  // 15: cvlan.control.v1.NetworkMap.relays:type_name -> cvlan.control.v1.RelayInfo
+	9,  // 16: cvlan.control.v1.Peer.relay:type_name -> cvlan.control.v1.RelayPath
+	6,  // 17: cvlan.control.v1.MapDelta.self:type_name -> cvlan.control.v1.Self
+	7,  // 18: cvlan.control.v1.MapDelta.upsert:type_name -> cvlan.control.v1.Peer
+	12, // 19: cvlan.control.v1.MapDelta.policy:type_name -> cvlan.control.v1.Policy
+	11, // 20: cvlan.control.v1.MapDelta.relay_map:type_name -> cvlan.control.v1.RelayMap
+	8,  // 21: cvlan.control.v1.RelayMap.relays:type_name -> cvlan.control.v1.RelayInfo
+	13, // 22: cvlan.control.v1.Policy.prefixes:type_name -> cvlan.control.v1.IdentityPrefix
+	14, // 23: cvlan.control.v1.Policy.rules:type_name -> cvlan.control.v1.RuleEntry
+	27, // 24: cvlan.control.v1.Policy.rule_names:type_name -> cvlan.control.v1.Policy.RuleNamesEntry
+	18, // 25: cvlan.control.v1.Counters.rules:type_name -> cvlan.control.v1.RuleCounter
+	28, // 26: cvlan.control.v1.Counters.drops:type_name -> cvlan.control.v1.Counters.DropsEntry
+	22, // 27: cvlan.control.v1.RelayConfig.clients:type_name -> cvlan.control.v1.RelayClient
+	23, // 28: cvlan.control.v1.RelayConfig.sessions:type_name -> cvlan.control.v1.RelaySession
+	24, // 29: cvlan.control.v1.RelayConfig.pairs:type_name -> cvlan.control.v1.RelayPair
+	22, // 30: cvlan.control.v1.RelayDelta.upsert_clients:type_name -> cvlan.control.v1.RelayClient
+	23, // 31: cvlan.control.v1.RelayDelta.upsert_sessions:type_name -> cvlan.control.v1.RelaySession
+	24, // 32: cvlan.control.v1.RelayDelta.add_pairs:type_name -> cvlan.control.v1.RelayPair
+	24, // 33: cvlan.control.v1.RelayDelta.remove_pairs:type_name -> cvlan.control.v1.RelayPair
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }
@@ -1504,12 +2362,15 @@ func file_control_proto_init() {
 		(*ServerMessage_Delta)(nil),
 		(*ServerMessage_KeepAlive)(nil),
 		(*ServerMessage_Goodbye)(nil),
+		(*ServerMessage_RelayConfig)(nil),
+		(*ServerMessage_RelayDelta)(nil),
 	}
 	file_control_proto_msgTypes[4].OneofWrappers = []any{
 		(*ClientMessage_Endpoints)(nil),
 		(*ClientMessage_NodeKeyRotated)(nil),
 		(*ClientMessage_KeepAlive)(nil),
 		(*ClientMessage_Counters)(nil),
+		(*ClientMessage_PathReport)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1517,7 +2378,7 @@ func file_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_control_proto_rawDesc), len(file_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

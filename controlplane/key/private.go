@@ -55,6 +55,9 @@ func (p Private) MachinePublic() MachinePublic { return MachinePublic{p.public()
 // NodePublic is p's public half as a node key.
 func (p Private) NodePublic() NodePublic { return NodePublic{p.public()} }
 
+// RelayPublic is the public half as a relay key.
+func (p Private) RelayPublic() RelayPublic { return RelayPublic{p.public()} }
+
 // Text is the key file form, "privkey:" and 64 hex digits.
 func (p Private) Text() string { return PrivatePrefix + hex.EncodeToString(p.k[:]) }
 

@@ -26,6 +26,8 @@ type Map struct {
 	Peers []Peer `json:"peers"`
 	// Policy is the node's compiled policy; nil when the controller sent none.
 	Policy *policy.NodePolicy `json:"policy,omitempty"`
+	// Relays is the relay map: the relay servers the node may use.
+	Relays []Relay `json:"relays,omitempty"`
 }
 
 // Self is the node's own part.
@@ -49,6 +51,8 @@ type Peer struct {
 	NodeKey    key.NodePublic   `json:"node_key"`
 	Endpoints  []netip.AddrPort `json:"endpoints"`
 	AllowedIPs []netip.Prefix   `json:"allowed_ips"`
+	// Relay, when set, says to reach the peer through a relay, not its endpoints.
+	Relay *RelayPath `json:"relay,omitempty"`
 }
 
 // Peer returns the peer with the node ID, or nil.
@@ -82,6 +86,9 @@ func FromProto(pm *controlpb.NetworkMap) (*Map, error) {
 	if m.Policy, err = policyFromProto(pm.GetPolicy()); err != nil {
 		return nil, err
 	}
+	if m.Relays, err = relaysFromProto("relays", pm.GetRelays()); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for i, pp := range pm.GetPeers() {
 		p, err := peerFromProto(pp)
@@ -107,7 +114,14 @@ func (m *Map) Apply(d *controlpb.MapDelta) (*Map, error) {
 	if d.GetSeq() <= m.Seq {
 		return nil, fmt.Errorf("map delta: seq %d is not after the map's %d", d.GetSeq(), m.Seq)
 	}
-	out := &Map{Seq: d.GetSeq(), Self: m.Self, Policy: m.Policy}
+	out := &Map{Seq: d.GetSeq(), Self: m.Self, Policy: m.Policy, Relays: m.Relays}
+	if rm := d.GetRelayMap(); rm != nil {
+		rs, err := relaysFromProto("relay_map.relays", rm.GetRelays())
+		if err != nil {
+			return nil, err
+		}
+		out.Relays = rs
+	}
 	if d.GetPolicy() != nil {
 		np, err := policyFromProto(d.GetPolicy())
 		if err != nil {
@@ -213,6 +227,9 @@ func peerFromProto(pp *controlpb.Peer) (Peer, error) {
 			return Peer{}, fmt.Errorf("endpoints[%d]: %q is not an address:port", i, s)
 		}
 		p.Endpoints = append(p.Endpoints, ap)
+	}
+	if p.Relay, err = relayPathFromProto(pp.GetRelay()); err != nil {
+		return Peer{}, err
 	}
 	return p, nil
 }

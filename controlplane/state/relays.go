@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 
+	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/controlplane/model"
 )
 
@@ -15,6 +16,7 @@ func (s *State) CreateRelay(ctx context.Context, actor Actor, r model.Relay) (*m
 		}
 		r.CreatedAt = tx.now
 		tx.w.Relays = tx.w.Relays.with(&r)
+		tx.relays = true
 		insert(tx, relaysT, &r, "", "relay", r.ID, r.Name)
 		return nil
 	})
@@ -55,6 +57,7 @@ func (s *State) UpdateRelay(ctx context.Context, actor Actor, id string, fn func
 			return err
 		}
 		tx.w.Relays = tx.w.Relays.with(r)
+		tx.relays = true
 		update(tx, relaysT, r, "", "relay", r.ID, r.Name)
 		out = r
 		return nil
@@ -70,7 +73,21 @@ func (s *State) DeleteRelay(ctx context.Context, actor Actor, id string) error {
 			return model.NotFoundf("relay", id)
 		}
 		tx.w.Relays = tx.w.Relays.without(id)
+		tx.relays = true
 		remove(tx, relaysT, "", "relay", id, r.Name)
 		return nil
 	})
+}
+
+// RelayByKey returns the relay whose relay key is k, or nil.
+func (w *World) RelayByKey(k key.RelayPublic) *model.Relay {
+	if k.IsZero() {
+		return nil
+	}
+	for _, r := range w.Relays.All() {
+		if r.RelayKey.Equal(k) {
+			return r
+		}
+	}
+	return nil
 }

@@ -32,6 +32,8 @@ type Changes struct {
 	Policies []string
 	// Networks are networks changed in place (name, MTU), as they are now.
 	Networks []*model.Network
+	// Relays says the relay list changed (one added, changed or removed).
+	Relays bool
 }
 
 // NodeChange is one node added (Old nil), changed, or removed (New nil).
@@ -48,7 +50,7 @@ func (c NodeChange) Node() *model.Node {
 }
 
 // Watch registers fn to be called with the new World and its changes after every
-// write that changed nodes or a policy, after that World is published, in commit
+// write that changed nodes, a policy, a network or a relay, after that World is published, in commit
 // order. fn runs on the writer's goroutine while it holds the write lock: it must
 // be quick, must not block and must not write to the State.
 func (s *State) Watch(fn func(*World, Changes)) {
@@ -102,6 +104,7 @@ type txn struct {
 	nodes    []NodeChange
 	policies []string
 	networks []*model.Network
+	relays   bool
 	actor    Actor
 	now      time.Time
 }
@@ -129,9 +132,9 @@ func (s *State) write(ctx context.Context, actor Actor, fn func(*txn) error) err
 		return storeError(err)
 	}
 	s.world.Store(tx.w)
-	if len(tx.nodes) > 0 || len(tx.policies) > 0 || len(tx.networks) > 0 {
+	if len(tx.nodes) > 0 || len(tx.policies) > 0 || len(tx.networks) > 0 || tx.relays {
 		for _, fn := range s.watchers {
-			fn(tx.w, Changes{Nodes: tx.nodes, Policies: tx.policies, Networks: tx.networks})
+			fn(tx.w, Changes{Nodes: tx.nodes, Policies: tx.policies, Networks: tx.networks, Relays: tx.relays})
 		}
 	}
 	return nil
