@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/datapath/relay"
 	"github.com/cvlan/cvlan/datapath/relay/xdprelay"
 )
@@ -58,6 +60,11 @@ type Config struct {
 	STUNListen string
 	// MetricsListen is the plain-HTTP address of /metrics and /healthz.
 	MetricsListen string
+	// ControllerURL is the controller's https:// URL and ControllerKey its Noise
+	// key (mkey:…, from cvlanctl or the controller's /api/v1/info); the relay gets
+	// its sessions and clients from it. Both or neither.
+	ControllerURL string
+	ControllerKey key.MachinePublic
 	// LogFormat is text or json; LogLevel is debug, info, warn or error.
 	LogFormat, LogLevel string
 }
@@ -94,6 +101,26 @@ type Setting struct {
 func (c *Config) Settings() []Setting {
 	s := []Setting{
 		str("data_dir", "data-dir", "directory for relay.key and the self-signed TLS certificate", &c.DataDir),
+		str("controller.url", "controller", "https:// URL of the controller the relay takes its sessions and clients from", &c.ControllerURL),
+		{Name: "controller.key", Flag: "controller-key", Usage: "the controller's Noise key (mkey:…, as cvlanctl key create prints it)",
+			Set: func(v string) error {
+				if v == "" {
+					c.ControllerKey = key.MachinePublic{}
+					return nil
+				}
+				k, err := key.ParseMachinePublic(v)
+				if err != nil {
+					return fmt.Errorf("%q is not a controller key (mkey:…)", v)
+				}
+				c.ControllerKey = k
+				return nil
+			},
+			Get: func() string {
+				if c.ControllerKey.IsZero() {
+					return ""
+				}
+				return c.ControllerKey.String()
+			}},
 		{Name: "relay_address", Flag: "relay-address", Usage: "public IPv4 address of this host the relay relays UDP from (required)",
 			Set: func(v string) error {
 				a, err := netip.ParseAddr(v)
@@ -333,6 +360,16 @@ func (c *Config) Validate() error {
 	}
 	if (c.XDP == xdprelay.ModeNative || c.XDP == xdprelay.ModeGeneric) && len(c.Interfaces) == 0 {
 		return bad("udp.interfaces", "XDP mode %s needs at least one interface", c.XDP)
+	}
+	switch {
+	case c.ControllerURL == "" && !c.ControllerKey.IsZero():
+		return bad("controller.url", "required with controller.key")
+	case c.ControllerURL != "" && c.ControllerKey.IsZero():
+		return bad("controller.key", "required with controller.url: the controller's Noise key pins it")
+	case c.ControllerURL != "":
+		if u, err := url.Parse(c.ControllerURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			return bad("controller.url", "%q is not an https:// URL", c.ControllerURL)
+		}
 	}
 	if c.IdleTimeout <= 0 {
 		return bad("udp.idle_timeout", "must be positive")

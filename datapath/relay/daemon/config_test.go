@@ -9,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/datapath/relay/xdprelay"
 )
 
 const fullYAML = `
 data_dir: /srv/relay
+controller:
+  url: https://ctl.example:8443
+  key: mkey:0101010101010101010101010101010101010101010101010101010101010101
 relay_address: 203.0.113.10
 udp:
   xdp: native
@@ -57,6 +61,8 @@ func TestLoadYAMLFull(t *testing.T) {
 		DrainGrace:    7 * time.Second,
 		STUNListen:    "203.0.113.10:3478",
 		MetricsListen: "127.0.0.1:9200",
+		ControllerURL: "https://ctl.example:8443",
+		ControllerKey: key.MachinePublicFromRaw([32]byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}),
 		LogFormat:     "json",
 		LogLevel:      "debug",
 	}
@@ -128,6 +134,7 @@ func TestYAMLErrors(t *testing.T) {
 		{"data_dir: /a\n---\ndata_dir: /b\n", "one YAML document expected"},
 		{"data_dir: [\n", "config relay.yaml:"},
 		{"stun:\n  listen:\n    port: 1\n", "stun.listen: must be a single value"},
+		{"controller:\n  key: nope\n", "line 2: controller.key: \"nope\" is not a controller key"},
 	} {
 		c := DefaultConfig()
 		err := c.LoadYAML("relay.yaml", []byte(tc.yaml))
@@ -158,6 +165,11 @@ func TestValidate(t *testing.T) {
 		mod   func(*Config)
 	}{
 		{"data_dir", func(c *Config) { c.DataDir = "" }},
+		{"controller.key", func(c *Config) { c.ControllerURL = "https://ctl.example" }},
+		{"controller.url", func(c *Config) { c.ControllerKey = key.MachinePublicFromRaw([32]byte{1}) }},
+		{"controller.url", func(c *Config) {
+			c.ControllerURL, c.ControllerKey = "http://ctl.example", key.MachinePublicFromRaw([32]byte{1})
+		}},
 		{"relay_address", func(c *Config) { c.RelayAddress = netip.Addr{} }},
 		{"relay_address", func(c *Config) { c.RelayAddress = netip.MustParseAddr("2001:db8::1") }},
 		{"relay_address", func(c *Config) { c.RelayAddress = netip.MustParseAddr("0.0.0.0") }},

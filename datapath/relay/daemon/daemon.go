@@ -26,17 +26,9 @@ import (
 	"github.com/cvlan/cvlan/internal/version"
 )
 
-// ErrNoController is the reason every framed client is refused: the relay learns
-// who may use it from the controller, and that integration does not exist yet.
-var ErrNoController = errors.New("relay not connected to a controller: it serves no clients yet")
-
-// refuseAll is the framed relay's Authorizer until the controller integration lands.
-var refuseAll = framed.AuthorizerFunc(func(m key.MachinePublic) (framed.Grant, error) {
-	return framed.Grant{}, fmt.Errorf("machine %s refused: %w", m, ErrNoController)
-})
-
-// authorizer is the framed relay's Authorizer; only tests change it.
-var authorizer framed.Authorizer = refuseAll
+// testAuthorizer, when set (by tests only), replaces the controller's word on
+// which machines the framed relay serves.
+var testAuthorizer framed.Authorizer
 
 // Addrs are where a running relay listens, given to Run's ready callback.
 type Addrs struct {
@@ -100,7 +92,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 		log.Info("generated a self-signed TLS certificate for the framed listener")
 	}
 
-	// UDP relay: no sessions until the controller integration exists.
+	// UDP relay: sessions come from the controller.
 	rl, err := relay.New(relay.Options{
 		XDP: cfg.XDP, Interfaces: cfg.Interfaces, Addr: cfg.RelayAddress,
 		IdleTimeout: cfg.IdleTimeout, Logger: log,
@@ -114,8 +106,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 		}
 		return nil
 	})
-	log.Info("UDP relay up with no sessions: sessions come from the controller, which this relay does not connect to yet",
-		"relay_address", cfg.RelayAddress, "xdp", cfg.XDP, "attached", len(rl.XDP()))
+	log.Info("UDP relay up", "relay_address", cfg.RelayAddress, "xdp", cfg.XDP, "attached", len(rl.XDP()))
+	ln := &link{log: log.With("component", "control"), rl: rl}
+	var auth framed.Authorizer = ln
+	if testAuthorizer != nil {
+		auth = testAuthorizer
+	}
 
 	// STUN.
 	var st stun.Server
@@ -134,7 +130,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 	// Framed relay.
 	fs, err := framed.NewServer(framed.Config{
 		Key:        priv,
-		Authorizer: authorizer,
+		Authorizer: auth,
 		Logf: func(format string, args ...any) {
 			log.Info(fmt.Sprintf(format, args...))
 		},
@@ -203,7 +199,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 	d.ready.Store(true)
 	log.Info("relay listening", "framed", "https://"+fln.Addr().String(), "stun", pc.LocalAddr().String(),
 		"metrics", "http://"+mln.Addr().String(), "relay_key", pub.String(), "version", version.Version)
-	log.Warn("framed relay refuses every client until the controller integration exists", "reason", ErrNoController)
+	if cfg.ControllerURL != "" {
+		cctx, cancel := context.WithCancel(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ln.run(cctx, cfg, priv); err != nil {
+				errc <- fmt.Errorf("controller: %w", err)
+			}
+		}()
+		closers = append(closers, func() error {
+			cancel()
+			wg.Wait()
+			return nil
+		})
+	} else {
+		log.Warn("no controller configured: the relay serves no sessions and no framed clients", "reason", ErrNoController)
+	}
 	if ready != nil {
 		ready(addrs)
 	}

@@ -261,8 +261,8 @@ func TestRunDrainKeepsFramed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(a framed.Authorizer) { authorizer = a }(authorizer)
-	authorizer = framed.AuthorizerFunc(func(key.MachinePublic) (framed.Grant, error) {
+	defer func() { testAuthorizer = nil }()
+	testAuthorizer = framed.AuthorizerFunc(func(key.MachinePublic) (framed.Grant, error) {
 		return framed.Grant{Tenant: "t", Node: node.NodePublic(), Peers: framed.PeerSet{}}, nil
 	})
 	cfg := loopbackConfig(t)

@@ -24,13 +24,17 @@
 // drain always lasts the whole grace period: it is what the health check needs to
 // see the 503.
 //
-// # Not yet connected to a controller
+// # Controller
 //
-// The relay does not yet talk to the controller, which is what gives it UDP
-// sessions (relay.Relay.Set) and decides which machines may use the framed relay.
-// Until that integration lands the UDP relay runs with no sessions (bind packets
-// are ignored) and the framed relay's Authorizer refuses every machine key with
-// [ErrNoController]; the refusal is logged with the machine key, and the client
-// sees an authenticated refusal (noiseconn.RefusedError). This package must never
-// serve a framed client that no controller authorized.
+// With controller.url and controller.key the relay connects to the controller over
+// the agents' Noise channel, authenticated by its relay key (which an operator
+// registers with cvlanctl relay create --relay-key), and follows its relay
+// configuration (controlplane/relaymap): the UDP sessions it hosts go to
+// relay.Relay.Set, and the framed relay serves exactly the machines the controller
+// names as nodes, each reaching only the nodes of its own tenant the controller
+// paired it with (checked at every send, so new pairs apply at once). When the
+// controller is away the relay keeps serving its last configuration. Without a
+// controller, or before its first configuration arrives, the framed relay refuses
+// every machine with [ErrNoController] and the UDP relay has no sessions. This
+// package must never serve a framed client that no controller authorized.
 package daemon

@@ -1,0 +1,131 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/flynn/noise"
+
+	"github.com/cvlan/cvlan/controlplane/controlclient"
+	"github.com/cvlan/cvlan/controlplane/controlpb"
+	"github.com/cvlan/cvlan/controlplane/key"
+	"github.com/cvlan/cvlan/controlplane/netmap"
+	"github.com/cvlan/cvlan/controlplane/relaymap"
+	"github.com/cvlan/cvlan/datapath/relay"
+	"github.com/cvlan/cvlan/datapath/relay/framed"
+	"github.com/cvlan/cvlan/datapath/relay/session"
+	"github.com/cvlan/cvlan/internal/version"
+)
+
+// ErrNoController is the reason every framed client is refused while the relay
+// has no configuration from a controller (none configured, or not connected yet).
+var ErrNoController = errors.New("relay has no configuration from a controller yet: it serves no clients")
+
+// link is the relay's control connection: it follows the controller's relay
+// configuration, applies its UDP sessions to the relay and authorizes framed
+// clients from it.
+type link struct {
+	log *slog.Logger
+	rl  *relay.Relay
+	cur atomic.Pointer[index]
+}
+
+// index is one configuration with the lookups the framed relay needs.
+type index struct {
+	cfg       *relaymap.Config
+	byMachine map[key.MachinePublic]relaymap.Client
+	byNode    map[tenantNode]string // node ID
+}
+
+type tenantNode struct {
+	tenant string
+	node   key.NodePublic
+}
+
+func newIndex(cfg *relaymap.Config) *index {
+	ix := &index{cfg: cfg, byMachine: make(map[key.MachinePublic]relaymap.Client, len(cfg.Clients)),
+		byNode: make(map[tenantNode]string, len(cfg.Clients))}
+	for _, c := range cfg.Clients {
+		ix.byMachine[c.Machine] = c
+		ix.byNode[tenantNode{c.TenantID, c.Node}] = c.NodeID
+	}
+	return ix
+}
+
+// Hello is a relay's hello.
+func (l *link) Hello() *controlpb.ClientHello {
+	host, _ := os.Hostname()
+	return &controlpb.ClientHello{ProtocolVersion: controlclient.ProtocolVersion, Relay: true,
+		AgentVersion: version.Version, Hostname: host}
+}
+
+func (l *link) Connected(*controlpb.ServerHello) {}
+
+func (l *link) Map(*netmap.Map) {} // never sent to a relay
+
+func (l *link) Disconnected(err error) {
+	// Keep serving the last configuration: sessions and clients stay valid while
+	// the controller is away (fail-static, like the agents).
+	l.log.Warn("controller connection lost; serving the last configuration", "err", err)
+}
+
+// Relay applies a new configuration: sessions to the UDP relay, clients and
+// pairs to the framed relay's authorizer.
+func (l *link) Relay(cfg *relaymap.Config) {
+	l.cur.Store(newIndex(cfg))
+	specs := make([]session.Spec, 0, len(cfg.Sessions))
+	for _, s := range cfg.Sessions {
+		specs = append(specs, session.Spec{ID: session.ID(s.ID), Ports: s.Ports,
+			Tokens: [2]session.Token{s.Tokens[0], s.Tokens[1]}})
+	}
+	switch err := l.rl.Set(specs); {
+	case err == nil:
+		l.log.Info("relay configuration applied", "seq", cfg.Seq, "clients", len(cfg.Clients), "sessions", len(cfg.Sessions), "pairs", len(cfg.Pairs))
+	case errors.Is(err, relay.ErrNoChanges):
+	default:
+		l.log.Error("applying the controller's UDP sessions", "err", err)
+	}
+}
+
+// Authorize is the framed relay's Authorizer: a machine the controller named as
+// a client, reaching the nodes the controller paired it with.
+func (l *link) Authorize(m key.MachinePublic) (framed.Grant, error) {
+	ix := l.cur.Load()
+	if ix == nil {
+		return framed.Grant{}, fmt.Errorf("machine %s refused: %w", m, ErrNoController)
+	}
+	c, ok := ix.byMachine[m]
+	if !ok {
+		return framed.Grant{}, fmt.Errorf("machine %s refused: the controller does not know it as a node", m)
+	}
+	return framed.Grant{Tenant: c.TenantID, Node: c.Node, Peers: pairPeers{l: l, tenant: c.TenantID, node: c.NodeID}}, nil
+}
+
+// pairPeers lets a client reach the nodes the current configuration pairs it
+// with; it reads the configuration at every send, so new pairs apply at once.
+type pairPeers struct {
+	l      *link
+	tenant string
+	node   string
+}
+
+func (p pairPeers) Allowed(dst key.NodePublic) bool {
+	ix := p.l.cur.Load()
+	id, ok := ix.byNode[tenantNode{p.tenant, dst}]
+	return ok && ix.cfg.Allowed(p.tenant, p.node, id)
+}
+
+// runController follows the controller until ctx ends or it refuses the relay
+// for good.
+func (l *link) run(ctx context.Context, cfg Config, priv key.Private) error {
+	sk, pk := priv.Raw(), priv.MachinePublic().Raw()
+	c := controlclient.New(controlclient.Config{
+		URL: cfg.ControllerURL, ControllerKey: cfg.ControllerKey,
+		Machine: noise.DHKey{Private: sk[:], Public: pk[:]}, Log: l.log,
+	}, l)
+	return c.Run(ctx)
+}
