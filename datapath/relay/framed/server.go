@@ -156,8 +156,9 @@ func (s *Server) Public() key.RelayPublic {
 // machineKeyOf is the relay key as noiseconn pins it.
 func machineKeyOf(k key.RelayPublic) key.MachinePublic { return key.MachinePublicFromRaw(k.Raw()) }
 
-// ServeHTTP runs the handshake on r (HTTP Upgrade or WebSocket) and serves the
-// connection until it ends.
+// ServeHTTP runs the handshake on r (HTTP Upgrade or WebSocket) and, if the
+// Authorizer accepts the client, registers its connection and returns: the
+// connection is served in the background until it ends or s closes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var grant Grant
 	var refusal error
@@ -196,7 +197,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := s.newClient(conn, transport, grant)
-	s.serve(c)
+	if !s.register(c) {
+		conn.Close()
+		return
+	}
+	// The connection outlives the request. Serving it from a goroutine of its
+	// own lets net/http free what it keeps per request (buffers, headers) and
+	// drops the stack that the TLS and Noise handshakes grew.
+	go s.serve(c)
 }
 
 // Mesh links s to another relay of its region at cfg.URL (cfg.Machine is ignored:
@@ -210,6 +218,10 @@ func (s *Server) Mesh(ctx context.Context, cfg DialConfig) (done <-chan struct{}
 		return nil, fmt.Errorf("linking to mesh peer: %w", err)
 	}
 	c := s.newClient(conn, transport, Grant{Mesh: true})
+	if !s.register(c) {
+		conn.Close()
+		return nil, fmt.Errorf("linking to mesh peer: %w", net.ErrClosed)
+	}
 	ch := make(chan struct{})
 	stop := context.AfterFunc(ctx, c.close)
 	go func() {
@@ -239,12 +251,8 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-// serve registers c, runs its writer and reads its frames until it ends.
+// serve runs the writer of c, registered, and reads its frames until it ends.
 func (s *Server) serve(c *client) {
-	if !s.register(c) {
-		c.conn.Close()
-		return
-	}
 	defer s.wg.Done()
 	go c.writeLoop()
 	err := c.readLoop()
@@ -256,6 +264,7 @@ func (s *Server) serve(c *client) {
 	}
 }
 
+// register adds c to s, unless s is closed; serve(c) must follow.
 func (s *Server) register(c *client) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
