@@ -198,6 +198,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := s.newClient(conn, transport, grant)
 	if !s.register(c) {
+		c.close()
 		conn.Close()
 		return
 	}
@@ -219,6 +220,7 @@ func (s *Server) Mesh(ctx context.Context, cfg DialConfig) (done <-chan struct{}
 	}
 	c := s.newClient(conn, transport, Grant{Mesh: true})
 	if !s.register(c) {
+		c.close()
 		conn.Close()
 		return nil, fmt.Errorf("linking to mesh peer: %w", net.ErrClosed)
 	}
@@ -251,14 +253,15 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-// serve runs the writer of c, registered, and reads its frames until it ends.
+// serve reads the frames of c, registered, until it ends, then unregisters it
+// and closes its connection.
 func (s *Server) serve(c *client) {
 	defer s.wg.Done()
-	go c.writeLoop()
 	err := c.readLoop()
 	c.close()
-	<-c.writerDone
+	c.writers.Wait()
 	s.unregister(c)
+	c.conn.Close()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		s.logf("framed relay: %s %s: %v", c.transport, c.name(), err)
 	}

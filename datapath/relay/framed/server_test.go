@@ -367,10 +367,13 @@ func TestMalformedClosesOnlyThatConnection(t *testing.T) {
 func TestQueueDropsOldest(t *testing.T) {
 	r := newTestRelay(t, func(c *Config) { c.QueueLen = 4 })
 	c := r.srv.newClient(nil, TransportTCP, Grant{Tenant: "t", Node: newPrivate(t).NodePublic(), Peers: PeerSet{}})
+	// No connection, so no writer: the test takes the queue itself.
+	c.ka.Stop()
+	c.writing = true
 	for i := range 10 {
 		c.enqueue([]byte{byte(i)})
 	}
-	got := c.take(nil)
+	got := c.take(nil, false)
 	if want := [][]byte{{6}, {7}, {8}, {9}}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("queue holds %v, want %v", got, want)
 	}
