@@ -83,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // settings are the raw flag values.
 type settings struct {
 	controller, controllerKey, enrollKey, name, stateDir, iface, wireguard, metrics, policy string
-	listenPort, maxBackoff                                                                  string
+	listenPort, maxBackoff, pathTimeout                                                     string
 	logFormat, logLevel                                                                     string
 }
 
@@ -103,6 +103,7 @@ func flags(out io.Writer) (*flag.FlagSet, *settings) {
 	fs.StringVar(&s.policy, "policy", d.Policy, "policy enforcement: ebpf, or off (no enforcement; kernels without eBPF only)")
 	fs.StringVar(&s.metrics, "metrics-listen", d.MetricsListen, "`host:port` for /metrics and /healthz (empty: off)")
 	fs.StringVar(&s.maxBackoff, "max-backoff", "30s", "longest `wait` between attempts to reach the controller")
+	fs.StringVar(&s.pathTimeout, "path-timeout", d.PathTimeout.String(), "how long WireGuard may try a peer with no handshake before the agent asks for the next path (direct, UDP relay, framed relay)")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return fs, s
@@ -136,6 +137,9 @@ func (s *settings) config(logOut io.Writer) (agent.Config, error) {
 	cfg.ListenPort = port
 	if cfg.MaxBackoff, err = time.ParseDuration(s.maxBackoff); err != nil {
 		return cfg, fmt.Errorf("max-backoff: %q is not a duration (like 30s)", s.maxBackoff)
+	}
+	if cfg.PathTimeout, err = time.ParseDuration(s.pathTimeout); err != nil {
+		return cfg, fmt.Errorf("path-timeout: %q is not a duration (like 12s)", s.pathTimeout)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.logLevel)); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/cvlan/cvlan/controlplane/netmap"
 	"github.com/cvlan/cvlan/datapath/bpfpolicy"
 	"github.com/cvlan/cvlan/datapath/nl"
+	"github.com/cvlan/cvlan/datapath/relayconn"
 	"github.com/cvlan/cvlan/datapath/route"
 	"github.com/cvlan/cvlan/datapath/wg"
 	"github.com/cvlan/cvlan/internal/version"
@@ -50,8 +51,10 @@ type Agent struct {
 	// enforcer is the eBPF policy on the overlay interface.
 	enforcer *bpfpolicy.Enforcer
 	routes   *route.Router
-	client   *controlclient.Client
-	m        *metrics
+	// relays carries the packets of peers the controller says to relay.
+	relays *relayconn.Proxy
+	client *controlclient.Client
+	m      *metrics
 
 	mu        sync.Mutex // guards below; held while applying a map
 	machine   key.Private
@@ -113,6 +116,13 @@ func Run(ctx context.Context, cfg Config) error {
 		defer a.enforcer.Close()
 	}
 	a.m = newMetrics(a)
+	a.relays, err = relayconn.New(relayconn.Config{
+		WireGuardPort: uint16(cfg.ListenPort), Machine: a.machine, Logger: a.log, Registry: a.m.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the relay proxy: %w", err)
+	}
+	defer a.relays.Close()
 
 	// Fail-static: the last map first, before the controller says anything.
 	if saved, err := a.dir.savedMap(); err != nil {
@@ -138,6 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 	go a.watchEndpoints(ctx)
 	go a.reportCounters(ctx)
+	go a.watchPaths(ctx)
 	err = a.client.Run(ctx)
 	var ref *controlclient.RefusedError
 	if errors.As(err, &ref) && (ref.Code == "node_deleted" || ref.Code == "machine_unknown" && a.id.Enrolled) {
@@ -174,10 +185,24 @@ func (a *Agent) apply(m *netmap.Map) {
 func (a *Agent) applyLocked(m *netmap.Map) {
 	cfg := wg.Config{PrivateKey: a.node, ListenPort: a.cfg.ListenPort}
 	rc := route.Config{Interface: a.cfg.Interface, MTU: 1420}
+	var paths []relayconn.Path
+	if m != nil {
+		paths = a.relayPaths(m)
+	}
+	// Relayed peers' endpoints are loopback addresses of the relay proxy.
+	relayed, err := a.relays.Set(paths)
+	if err != nil {
+		a.log.Error("setting up relayed peers; trying them direct", "err", err)
+		relayed = nil
+	}
 	if m != nil {
 		for _, p := range m.Peers {
+			ep, ok := relayed[p.NodeKey]
+			if !ok {
+				ep = pickEndpoint(p.Endpoints)
+			}
 			cfg.Peers = append(cfg.Peers, wg.Peer{
-				PublicKey: p.NodeKey, Endpoint: pickEndpoint(p.Endpoints),
+				PublicKey: p.NodeKey, Endpoint: ep,
 				AllowedIPs: p.AllowedIPs, PersistentKeepalive: PersistentKeepalive,
 			})
 		}

@@ -39,7 +39,11 @@ type Config struct {
 	KeepAlive time.Duration
 	// MaxBackoff caps the wait between reconnection attempts (30 s when zero).
 	MaxBackoff time.Duration
-	Log        *slog.Logger
+	// PathTimeout is how long WireGuard may try a peer over one path with no
+	// handshake before the agent asks the controller for the next path (direct,
+	// UDP relay session, framed relay).
+	PathTimeout time.Duration
+	Log         *slog.Logger
 }
 
 // DefaultConfig is the configuration before flags and environment.
@@ -51,6 +55,7 @@ func DefaultConfig() Config {
 		WireGuard:     "auto",
 		Policy:        "ebpf",
 		MetricsListen: "127.0.0.1:9101",
+		PathTimeout:   DefaultPathTimeout,
 	}
 }
 
@@ -76,6 +81,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("policy: %q is not ebpf or off", c.Policy)
 	case c.MaxBackoff < 0 || c.MaxBackoff > time.Hour:
 		return fmt.Errorf("max-backoff: %s is outside 0..1h", c.MaxBackoff)
+	case c.PathTimeout < 6*time.Second || c.PathTimeout > 10*time.Minute:
+		return fmt.Errorf("path-timeout: %s is outside 6s..10m (WireGuard retries a handshake every 5 s)", c.PathTimeout)
 	case strings.ContainsAny(c.EnrollKey, " \t\r\n"):
 		return fmt.Errorf("enroll-key: contains white space")
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	seq         prometheus.Gauge
 	applyErrors prometheus.Counter
 	rotations   prometheus.Counter
+	pathReports prometheus.Counter
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -38,6 +39,9 @@ func newMetrics(a *Agent) *metrics {
 		rotations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cvlan_agent_node_key_rotations_total", Help: "Node keys this agent made on the controller's request.",
 		}),
+		pathReports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cvlan_agent_path_reports_total", Help: "Peers reported to the controller because their path carried no handshake.",
+		}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cvlan_agent_info", Help: "The agent's version, interface and WireGuard implementation (kernel or userspace).",
@@ -45,7 +49,7 @@ func newMetrics(a *Agent) *metrics {
 	})
 	info.Set(1)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		info, m.connected, m.disconnects, m.seq, m.applyErrors, m.rotations, (*peerCollector)(a), (*policyCollector)(a))
+		info, m.connected, m.disconnects, m.seq, m.applyErrors, m.rotations, m.pathReports, (*peerCollector)(a), (*policyCollector)(a))
 	return m
 }
 

@@ -50,13 +50,18 @@ type agent struct {
 }
 
 func newLab(t *testing.T) *lab {
-	bins := harness.Binaries(t)
 	h := harness.New(t)
-	l := &lab{t: t, h: h, bins: bins, lan: h.LAN("10.77.0.0/24"), agents: map[string]*agent{}}
+	return newLabOn(t, h, h.LAN("10.77.0.0/24"), "10.77.0.1")
+}
+
+// newLabOn starts the controller on lan at address ctlAddr.
+func newLabOn(t *testing.T, h *harness.H, lan *harness.LAN, ctlAddr string) *lab {
+	bins := harness.Binaries(t)
+	l := &lab{t: t, h: h, bins: bins, lan: lan, agents: map[string]*agent{}}
 	l.ctlNS = h.Netns("ctl")
-	h.Attach(l.ctlNS, l.lan, "10.77.0.1/24")
+	h.Attach(l.ctlNS, l.lan, ctlAddr)
 	data := filepath.Join(h.TempDir(), "controller")
-	listen := "10.77.0.1:8443"
+	listen := ctlAddr + ":8443"
 	out, err := h.Run(l.ctlNS, bins.Controller, "init", "--data-dir", data, "--listen", listen)
 	if err != nil {
 		t.Fatalf("controller init: %v\n%s", err, out)
@@ -107,13 +112,18 @@ func (l *lab) mustJSON(v any, args ...string) {
 
 // addAgent starts an agent in a new namespace at underlay address .n.
 func (l *lab) addAgent(name string, n int, secret string) *agent {
-	a := &agent{name: name, iface: l.h.Interface(name), stateDir: filepath.Join(l.h.TempDir(), name)}
-	a.ns = l.h.Netns(name)
-	l.h.Attach(a.ns, l.lan, fmt.Sprintf("10.77.0.%d/24", n))
-	a.proc = l.h.Start(a.ns, "agent-"+name, l.bins.Agent, "up",
+	ns := l.h.Netns(name)
+	l.h.Attach(ns, l.lan, fmt.Sprintf("10.77.0.%d/24", n))
+	return l.startAgent(name, ns, secret)
+}
+
+// startAgent starts an agent in ns, which must reach the controller.
+func (l *lab) startAgent(name string, ns *harness.NS, secret string, extra ...string) *agent {
+	a := &agent{name: name, ns: ns, iface: l.h.Interface(name), stateDir: filepath.Join(l.h.TempDir(), name)}
+	a.proc = l.h.Start(a.ns, "agent-"+name, append([]string{l.bins.Agent, "up",
 		"--controller", l.url, "--controller-key", l.key, "--enroll-key", secret, "--name", name,
 		"--state-dir", a.stateDir, "--interface", a.iface, "--metrics-listen", "127.0.0.1:9101", "--max-backoff", "1s",
-		"--policy", agentPolicy())
+		"--policy", agentPolicy()}, extra...)...)
 	l.agents[name] = a
 	return a
 }
