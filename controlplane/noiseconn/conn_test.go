@@ -316,3 +316,31 @@ func FuzzUpgrade(f *testing.F) {
 		}
 	})
 }
+
+// TestMessageSizes sends messages around every size boundary of the frame and
+// buffer code, one at a time, and checks that each arrives whole and that the
+// reading Conn then holds no pooled buffer.
+func TestMessageSizes(t *testing.T) {
+	const limit = 2 << 20
+	a, b, _ := connPair(t, limit)
+	for _, n := range []int{0, 1, smallFrame - 20, smallFrame - 19, smallFrame, smallWrite - 40, smallWrite,
+		maxPlain - 4, maxPlain - 3, maxPlain, 2*maxPlain + 7, readBufSize + 1, writeBatch - 3, writeBatch + 1, limit} {
+		want := randBytes(t, n)
+		errc := make(chan error, 1)
+		go func() { errc <- a.WriteMsg(want) }()
+		b.SetReadDeadline(time.Now().Add(testTimeout))
+		got, err := b.ReadMsg()
+		if err != nil {
+			t.Fatalf("reading the %d-byte message: %v", n, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("got %d bytes, want the %d sent", len(got), n)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if b.pool || b.r.buf != nil {
+			t.Fatalf("after the %d-byte message: holding a pooled frame (%v) or read buffer (%v)", n, b.pool, b.r.buf != nil)
+		}
+	}
+}

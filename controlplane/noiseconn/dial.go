@@ -210,7 +210,7 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, cfg DialConfig) (*C
 	if err := nc.SetDeadline(time.Time{}); err != nil {
 		return fail(err)
 	}
-	return newConn(nc, br, send, recv, cfg.ControllerKey, cfg.MaxMessage), reply, nil
+	return newConn(nc, readAhead(br), send, recv, cfg.ControllerKey, cfg.MaxMessage), reply, nil
 }
 
 // lastTimestamp is the last timestamp the real clock gave a handshake.

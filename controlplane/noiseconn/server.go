@@ -1,8 +1,6 @@
 package noiseconn
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -146,11 +144,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, authorize Autho
 	}
 	// Bytes the HTTP server read ahead belong to the frames; read them first, then
 	// the connection itself (the server's reader must not be used after Hijack).
-	var rd io.Reader = nc
-	if n := brw.Reader.Buffered(); n > 0 {
-		ahead, _ := brw.Reader.Peek(n)
-		rd = io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), nc)
-	}
+	ahead := readAhead(brw.Reader)
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + Protocol + "\r\nConnection: Upgrade\r\n" +
 		HandshakeHeader + ": " + enc2 + "\r\n\r\n"
 	nc.SetWriteDeadline(s.now().Add(upgradeWriteTimeout))
@@ -159,7 +153,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, authorize Autho
 		return nil, fmt.Errorf("control handshake from %s (%s): writing 101: %w", r.RemoteAddr, peer, err)
 	}
 	nc.SetWriteDeadline(time.Time{})
-	return newConn(nc, bufio.NewReader(rd), send, recv, peer, s.MaxMessage), nil
+	return newConn(nc, ahead, send, recv, peer, s.MaxMessage), nil
 }
 
 func (s *Server) now() time.Time {
