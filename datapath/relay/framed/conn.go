@@ -22,7 +22,7 @@ type client struct {
 	id        peerID // zero for a mesh link
 	peers     Peers
 
-	watching []peerID // destinations c watches for peer-gone; under s.mu
+	watching map[peerID]struct{} // destinations c watches for peer-gone; under s.mu
 
 	qmu     sync.Mutex
 	ring    [][]byte // drop-oldest queue of frames, allocated on first use

@@ -310,7 +310,7 @@ func (s *Server) unregister(c *client) {
 			}
 		}
 	} else {
-		for _, id := range c.watching {
+		for id := range c.watching {
 			if w := s.watchers[id]; w != nil {
 				delete(w, c)
 				if len(w) == 0 {
@@ -339,6 +339,7 @@ func (s *Server) notifyGoneLocked(id peerID) {
 	delete(s.watchers, id)
 	f := PeerGoneFrame(id.node, GoneDisconnected)
 	for c := range w {
+		delete(c.watching, id)
 		c.enqueue(f)
 	}
 }
@@ -357,6 +358,27 @@ func (s *Server) route(c *client, msg []byte, dst key.NodePublic, pkt []byte) {
 	link := s.remote[id]
 	_, watched := s.watchers[id][c]
 	s.mu.RUnlock()
+	if !watched && (to != nil || link != nil) && len(c.watching) < maxWatch {
+		// c watches dst from before the packet can reach it: looking dst up and
+		// adding the watch under one lock means that dst's unregister, before or
+		// after, tells c (peer-gone) either way. Watching after the delivery let
+		// dst leave in between, and c never heard of it.
+		s.mu.Lock()
+		to, link = s.clients[id], s.remote[id]
+		if _, live := s.all[c]; live && (to != nil || link != nil) {
+			w := s.watchers[id]
+			if w == nil {
+				w = map[*client]struct{}{}
+				s.watchers[id] = w
+			}
+			w[c] = struct{}{}
+			if c.watching == nil {
+				c.watching = map[peerID]struct{}{}
+			}
+			c.watching[id] = struct{}{}
+		}
+		s.mu.Unlock()
+	}
 	switch {
 	case to != nil:
 		// A send-packet frame and its recv-packet frame have the same size: only the
@@ -372,22 +394,6 @@ func (s *Server) route(c *client, msg []byte, dst key.NodePublic, pkt []byte) {
 	default:
 		s.metrics.drop(dropUnknownPeer)
 		c.enqueue(PeerGoneFrame(dst, GoneNotHere))
-		return
-	}
-	if !watched && len(c.watching) < maxWatch {
-		s.mu.Lock()
-		if _, live := s.all[c]; live {
-			w := s.watchers[id]
-			if w == nil {
-				w = map[*client]struct{}{}
-				s.watchers[id] = w
-			}
-			if _, ok := w[c]; !ok {
-				w[c] = struct{}{}
-				c.watching = append(c.watching, id)
-			}
-		}
-		s.mu.Unlock()
 	}
 }
 

@@ -415,18 +415,34 @@ func TestPeerGone(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			r := newTestRelay(t, nil)
 			a, b := pair(t, r, tr)
-			a.c.Send(b.node, []byte("hi"))
-			wantPacket(t, b.c, a.node, []byte("hi"))
-			b.c.Close()
-			got := recvWithin(t, a.c, 30*time.Second) // generous: a WebSocket close handshake may wait seconds under load
-			var gone *PeerGoneError
-			if !errors.As(got.err, &gone) || !gone.Peer.Equal(b.node) || gone.Reason != GoneDisconnected {
-				t.Fatalf("got %+v, want peer-gone (disconnected) for b", got)
-			}
-			r.srv.mu.RLock()
-			defer r.srv.mu.RUnlock()
-			if len(r.srv.watchers) != 0 {
-				t.Errorf("watchers left: %v", r.srv.watchers)
+			ac := r.registered("t1", a.node)
+			// b comes and goes; every time, a hears of it.
+			for i := range 3 {
+				if i > 0 {
+					b.c = r.dial(t, tr, b.machine)
+					r.waitRegistered(t, "t1", b.node, nil)
+				}
+				a.c.Send(b.node, []byte("hi"))
+				wantPacket(t, b.c, a.node, []byte("hi"))
+				// a watches b from before the packet could reach b: had b gone in
+				// between, a would never hear of it.
+				r.srv.mu.RLock()
+				_, watched := r.srv.watchers[peerID{"t1", b.node}][ac]
+				r.srv.mu.RUnlock()
+				if !watched {
+					t.Fatal("b got a's packet before a watched b")
+				}
+				b.c.Close()
+				got := recvWithin(t, a.c, 10*time.Second)
+				var gone *PeerGoneError
+				if !errors.As(got.err, &gone) || !gone.Peer.Equal(b.node) || gone.Reason != GoneDisconnected {
+					t.Fatalf("got %+v, want peer-gone (disconnected) for b", got)
+				}
+				r.srv.mu.RLock()
+				if len(r.srv.watchers) != 0 || len(ac.watching) != 0 {
+					t.Errorf("watches left: %v, %v", r.srv.watchers, ac.watching)
+				}
+				r.srv.mu.RUnlock()
 			}
 		})
 	}
