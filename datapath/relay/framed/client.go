@@ -73,6 +73,20 @@ func (e *RelayError) Error() string {
 	return fmt.Sprintf("relay error %d about %s: %s", e.Code, e.Subject, e.Reason)
 }
 
+// RefusedError is the relay's refusal of this machine, authenticated by the
+// relay's pinned key: Reason is what its Authorizer said. It wraps the
+// *noiseconn.RefusedError of the handshake.
+type RefusedError struct {
+	Reason string
+	Err    *noiseconn.RefusedError
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the relay refused this machine: %q", e.Reason)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
 // Dial connects to the relay at cfg.URL and authenticates with cfg.Machine. ctx
 // bounds the dial and the handshake only.
 func Dial(ctx context.Context, cfg DialConfig) (*Client, error) {

@@ -16,7 +16,10 @@
 // ride inside the channel, one relay frame per noiseconn message, so they are
 // encrypted and authenticated end to end between client and relay whatever carries
 // them. Reusing noiseconn unchanged keeps one audited handshake (timestamps against
-// replay, authenticated refusals) for the control channel and the relay.
+// replay, authenticated refusals) for the control channel and the relay. A refused
+// client gets the Authorizer's reason (UTF-8, at most MaxRefusalLen bytes) as the
+// payload of the handshake's reply, so authenticated by the relay's key and
+// encrypted to the client's; Dial returns it in a *RefusedError.
 //
 //   - TCP: the client's HTTP/1.1 Upgrade to noiseconn.Protocol on POST
 //     <base>/api/v1/control (noiseconn.Path) over TLS, exactly as noiseconn does it.

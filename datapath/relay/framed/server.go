@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +37,10 @@ const helloMesh = 1
 // the Noise handshake proved the client's machine key, and must be safe for
 // concurrent use.
 type Authorizer interface {
-	// Authorize returns what machine may do, or an error to refuse it.
+	// Authorize returns what machine may do, or an error to refuse it. The
+	// error's text (its first MaxRefusalLen bytes) goes back to the client,
+	// encrypted to its machine key, as the reason of its RefusedError: say what
+	// the client's operator can act on.
 	Authorize(machine key.MachinePublic) (Grant, error)
 }
 
@@ -175,7 +179,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if refusal != nil {
 			s.metrics.refused.Add(1)
-			return []byte("refused"), false
+			return refusalReply(refusal), false
 		}
 		grant = g
 		return nil, true
@@ -206,6 +210,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// own lets net/http free what it keeps per request (buffers, headers) and
 	// drops the stack that the TLS and Noise handshakes grew.
 	go s.serve(c)
+}
+
+// MaxRefusalLen bounds the reason a refused client gets.
+const MaxRefusalLen = 512
+
+// refusalReply is the payload of a refusal's handshake reply: the reason, UTF-8.
+func refusalReply(err error) []byte {
+	r := err.Error()
+	return []byte(strings.ToValidUTF8(r[:min(len(r), MaxRefusalLen)], ""))
 }
 
 // Mesh links s to another relay of its region at cfg.URL (cfg.Machine is ignored:

@@ -292,16 +292,19 @@ func TestRefused(t *testing.T) {
 		if !errors.Is(err, noiseconn.ErrControllerKey) {
 			t.Errorf("%s, wrong relay key: %v, want ErrControllerKey", tr, err)
 		}
-		// A machine the authorizer does not know.
+		// A machine the authorizer does not know: the client gets the
+		// authorizer's reason.
 		_, err = Dial(ctx, DialConfig{URL: r.url(tr), RelayKey: r.srv.Public(), Machine: newPrivate(t)})
-		var refused *noiseconn.RefusedError
-		if !errors.As(err, &refused) {
-			t.Errorf("%s, unknown machine: %v, want RefusedError", tr, err)
+		var refused *RefusedError
+		var nrefused *noiseconn.RefusedError
+		if !errors.As(err, &refused) || refused.Reason != "unknown machine" || !errors.As(err, &nrefused) ||
+			!strings.Contains(err.Error(), "refused this machine") || !strings.Contains(err.Error(), "unknown machine") {
+			t.Errorf("%s, unknown machine: %v, want a RefusedError saying \"unknown machine\"", tr, err)
 		}
 		// A node claiming to be a relay of the mesh.
 		_, err = r.srv.dialAsMesh(ctx, r.url(tr), a.machine)
-		if !errors.As(err, &refused) {
-			t.Errorf("%s, node as mesh peer: %v, want RefusedError", tr, err)
+		if !errors.As(err, &refused) || !strings.Contains(err.Error(), "mesh flag true, authorizer says false") {
+			t.Errorf("%s, node as mesh peer: %v, want a RefusedError about the mesh flag", tr, err)
 		}
 	}
 	if n := r.srv.metrics.refused.Load(); n != 4 {

@@ -129,17 +129,28 @@ func dialNoise(ctx context.Context, cfg DialConfig, hello []byte) (*noiseconn.Co
 	case "https", "http":
 		c, _, err := noiseconn.Dial(ctx, ncfg)
 		if err != nil {
-			return nil, "", fmt.Errorf("dialing relay %s: %w", cfg.URL, err)
+			return nil, "", fmt.Errorf("dialing relay %s: %w", cfg.URL, refused(err))
 		}
 		return c, TransportTCP, nil
 	case "wss", "ws":
 		c, err := dialWS(ctx, u, ncfg)
 		if err != nil {
-			return nil, "", fmt.Errorf("dialing relay %s: %w", cfg.URL, err)
+			return nil, "", fmt.Errorf("dialing relay %s: %w", cfg.URL, refused(err))
 		}
 		return c, TransportWS, nil
 	}
 	return nil, "", fmt.Errorf("relay URL %q: want https, http, wss or ws", cfg.URL)
+}
+
+// refused turns noiseconn's refusal into a *RefusedError with the relay's
+// reason, and returns other errors as they are.
+func refused(err error) error {
+	var r *noiseconn.RefusedError
+	if !errors.As(err, &r) {
+		return err
+	}
+	reason := strings.ToValidUTF8(string(r.Payload[:min(len(r.Payload), MaxRefusalLen)]), "")
+	return &RefusedError{Reason: reason, Err: r}
 }
 
 // dialWS opens a WebSocket to u+noiseconn.Path and runs noiseconn.Dial through it.
