@@ -215,6 +215,17 @@ func (a *Agent) applyLocked(m *netmap.Map) {
 			return
 		}
 	}
+	if moved := a.movedPeers(m); len(moved) > 0 {
+		// A peer on a new path starts a new session there: WireGuard keeps using
+		// a live session's keys on any endpoint, so without this the new path would
+		// show no handshake for minutes. Re-adding a peer with a persistent
+		// keepalive makes WireGuard handshake at once.
+		without := cfg
+		without.Peers = slices.DeleteFunc(slices.Clone(cfg.Peers), func(p wg.Peer) bool { return moved[p.PublicKey] })
+		if err := a.dev.Set(without); err != nil && !errors.Is(err, wg.ErrNoChanges) {
+			a.log.Warn("resetting the sessions of peers on a new path", "err", err)
+		}
+	}
 	if err := a.dev.Set(cfg); err != nil && !errors.Is(err, wg.ErrNoChanges) {
 		a.log.Error("configuring WireGuard", "err", err)
 		a.m.applyErrors.Inc()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -27,22 +28,26 @@ type pathSample struct {
 	mode          int // 0 direct, else netmap.PathUDP or netmap.PathFramed
 	lastHandshake time.Time
 	txBytes       int64
+	rxBytes       int64
 }
 
 // pathState is what the watch remembers of one peer.
 type pathState struct {
 	mode       int
-	since      time.Time // when the peer went on this path
-	tx         int64     // tx bytes at the last sample
+	since      time.Time // when the peer went on this path; zero for the first one seen
+	tx, rx     int64     // bytes at the last sample
 	tried      time.Time // first sample that saw WireGuard send without a handshake
 	lastReport time.Time
 }
 
 // pathWatch decides, from samples of WireGuard's per-peer counters, which peers'
 // paths failed: WireGuard has been sending to the peer for the timeout (handshake
-// initiations count as sent bytes) with no handshake since the peer went on its
-// current path, or none for staleHandshake. A peer is reported again only after
-// another timeout; the controller ignores reports about a path it already left.
+// initiations count as sent bytes) while nothing came back from it and there was
+// no handshake since the peer went on its current path (none for staleHandshake).
+// A peer's first path counts handshakes from before the watch began; the agent
+// resets a peer's WireGuard session when its path changes, so the new path gets a
+// fresh handshake at once. A peer is reported again only after another timeout;
+// the controller ignores reports about a path it already left.
 type pathWatch struct {
 	timeout time.Duration
 	peers   map[string]*pathState
@@ -60,19 +65,23 @@ func (w *pathWatch) observe(now time.Time, samples []pathSample) []*controlpb.Pa
 		seen[s.nodeID] = true
 		st := w.peers[s.nodeID]
 		if st == nil || st.mode != s.mode {
-			w.peers[s.nodeID] = &pathState{mode: s.mode, since: now, tx: s.txBytes}
+			ns := &pathState{mode: s.mode, since: now, tx: s.txBytes, rx: s.rxBytes}
+			if st == nil {
+				ns.since = time.Time{}
+			}
+			w.peers[s.nodeID] = ns
 			continue
 		}
-		sent := s.txBytes > st.tx
-		st.tx = s.txBytes
-		proven := !s.lastHandshake.IsZero() && !s.lastHandshake.Before(st.since) && now.Sub(s.lastHandshake) < staleHandshake
+		sent, heard := s.txBytes > st.tx, s.rxBytes > st.rx
+		st.tx, st.rx = s.txBytes, s.rxBytes
+		proven := heard || !s.lastHandshake.IsZero() && !s.lastHandshake.Before(st.since) && now.Sub(s.lastHandshake) < staleHandshake
 		switch {
 		case proven:
 			st.tried = time.Time{}
 		case sent && st.tried.IsZero():
 			st.tried = now
 		}
-		if st.tried.IsZero() || now.Sub(st.tried) < w.timeout || now.Sub(st.since) < w.timeout {
+		if st.tried.IsZero() || now.Sub(st.tried) < w.timeout {
 			continue
 		}
 		if !st.lastReport.IsZero() && now.Sub(st.lastReport) < w.timeout {
@@ -154,7 +163,7 @@ func (a *Agent) watchPaths(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			s := pathSample{nodeID: p.NodeID, lastHandshake: stats[i].LastHandshake, txBytes: stats[i].TxBytes}
+			s := pathSample{nodeID: p.NodeID, lastHandshake: stats[i].LastHandshake, txBytes: stats[i].TxBytes, rxBytes: stats[i].RxBytes}
 			if p.Relay != nil {
 				s.mode = p.Relay.Mode
 			}
@@ -167,4 +176,34 @@ func (a *Agent) watchPaths(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// pathOf names a peer's path, to see when it changes.
+func pathOf(p *netmap.Peer) string {
+	if p == nil || p.Relay == nil {
+		return "direct"
+	}
+	r := p.Relay
+	return fmt.Sprintf("%d/%s/%x/%d/%d", r.Mode, r.RelayID, r.Session, r.Side, r.Port)
+}
+
+// movedPeers are the peers of m that a.applied had on another path: their
+// WireGuard sessions are reset so that the new path gets a handshake at once.
+func (a *Agent) movedPeers(m *netmap.Map) map[key.NodePublic]bool {
+	if a.applied == nil || m == nil {
+		return nil
+	}
+	var out map[key.NodePublic]bool
+	for i := range m.Peers {
+		p := &m.Peers[i]
+		old := a.applied.Peer(p.NodeID)
+		if old == nil || !old.NodeKey.Equal(p.NodeKey) || pathOf(old) == pathOf(p) {
+			continue
+		}
+		if out == nil {
+			out = map[key.NodePublic]bool{}
+		}
+		out[p.NodeKey] = true
+	}
+	return out
 }

@@ -17,6 +17,7 @@ func TestPathWatch(t *testing.T) {
 		mode int
 		hs   int   // handshake at this second; -1 none
 		tx   int64 // tx bytes
+		rx   int64 // rx bytes
 		want string
 	}
 	for _, tc := range []struct {
@@ -24,20 +25,27 @@ func TestPathWatch(t *testing.T) {
 		steps []step
 	}{
 		{"idle peer is never reported", []step{
-			{0, 0, -1, 0, ""}, {5, 0, -1, 0, ""}, {20, 0, -1, 0, ""}, {40, 0, -1, 0, ""},
+			{0, 0, -1, 0, 0, ""}, {5, 0, -1, 0, 0, ""}, {20, 0, -1, 0, 0, ""}, {40, 0, -1, 0, 0, ""},
 		}},
 		{"sending without a handshake: reported after the timeout, then again after another", []step{
-			{0, 0, -1, 0, ""}, {1, 0, -1, 148, ""}, {6, 0, -1, 296, ""}, {11, 0, -1, 444, "0"},
-			{12, 0, -1, 592, ""}, {16, 0, -1, 740, ""}, {21, 0, -1, 888, "0"},
+			{0, 0, -1, 0, 0, ""}, {1, 0, -1, 148, 0, ""}, {6, 0, -1, 296, 0, ""}, {11, 0, -1, 444, 0, "0"},
+			{12, 0, -1, 592, 0, ""}, {16, 0, -1, 740, 0, ""}, {21, 0, -1, 888, 0, "0"},
 		}},
 		{"a handshake on the path stops it", []step{
-			{0, 0, -1, 0, ""}, {1, 0, -1, 148, ""}, {6, 0, 6, 400, ""}, {20, 0, 6, 900, ""}, {30, 0, 6, 1500, ""},
+			{0, 0, -1, 0, 0, ""}, {1, 0, -1, 148, 0, ""}, {6, 0, 6, 400, 0, ""}, {20, 0, 6, 900, 0, ""}, {30, 0, 6, 1500, 0, ""},
 		}},
 		{"a new path restarts the clock, and a handshake from before it does not count", []step{
-			{0, 0, 0, 0, ""}, {1, 1, 0, 148, ""}, {2, 1, 0, 296, ""}, {8, 1, 0, 444, ""}, {12, 1, 0, 592, "1"},
+			{0, 0, 0, 0, 0, ""}, {1, 1, 0, 148, 0, ""}, {2, 1, 0, 296, 0, ""}, {8, 1, 0, 444, 0, ""}, {12, 1, 0, 592, 0, "1"},
+		}},
+		{"the first path seen counts a handshake from before the watch", []step{
+			{10, 0, 0, 0, 0, ""}, {15, 0, 0, 100, 0, ""}, {30, 0, 0, 200, 0, ""}, {50, 0, 0, 300, 0, ""},
+		}},
+		{"hearing from the peer proves a new path without a handshake", []step{
+			{0, 0, 0, 0, 0, ""}, {1, 1, 0, 0, 0, ""}, {2, 1, 0, 100, 0, ""}, {10, 1, 0, 200, 50, ""}, {20, 1, 0, 300, 50, ""},
+			{30, 1, 0, 400, 50, "1"},
 		}},
 		{"a stale handshake does not prove the path", []step{
-			{0, 2, 0, 0, ""}, {200, 2, 0, 10, ""}, {205, 2, 0, 20, ""}, {211, 2, 0, 30, "2"},
+			{0, 2, 0, 0, 0, ""}, {200, 2, 0, 10, 0, ""}, {205, 2, 0, 20, 0, ""}, {211, 2, 0, 30, 0, "2"},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,7 +56,7 @@ func TestPathWatch(t *testing.T) {
 					hs = at(s.hs)
 				}
 				var got []string
-				for _, r := range w.observe(at(s.sec), []pathSample{{nodeID: "nd_b", mode: s.mode, lastHandshake: hs, txBytes: s.tx}}) {
+				for _, r := range w.observe(at(s.sec), []pathSample{{nodeID: "nd_b", mode: s.mode, lastHandshake: hs, txBytes: s.tx, rxBytes: s.rx}}) {
 					if r.PeerNodeId != "nd_b" {
 						t.Fatalf("report about %q", r.PeerNodeId)
 					}
