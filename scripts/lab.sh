@@ -5,7 +5,10 @@
 # controller in its own namespace at .1, and agents in theirs:
 #   tenant acme,   network prod 100.64.0.0/24 + fd00:64::/64: web (.11), db (.12),
 #                  admin (.13), each enrolled with a key carrying its tag;
-#   tenant globex, network prod with the SAME prefixes: shop (.21), tag web.
+#   tenant globex, network prod with the SAME prefixes: shop (.21), tag web, and
+#                  cart (.22), whose direct UDP to and from shop is dropped (nftables
+#                  on the LAN's bridge), so the two reach each other through
+#   the relay r1 (.5), registered with the controller and fed its sessions by it.
 # acme gets the policy in scripts/lab-policy.yaml (admin may ssh and http to web,
 # web may reach db's postgres, admin may ping anyone); globex has none (allow all
 # within the tenant). The lab prints each agent's WireGuard implementation, then a
@@ -25,7 +28,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || die "the lab makes network namespaces: run it as root"
 bin=${BIN:-bin}
 command -v nc >/dev/null || die "nc (netcat-openbsd) missing; run make deps"
-for b in cvlan-controller cvlan-agent cvlanctl; do
+for b in cvlan-controller cvlan-agent cvlan-relay cvlanctl; do
 	[ -x "$bin/$b" ] || die "$bin/$b missing; run make build"
 done
 bin=$(cd "$bin" && pwd)
@@ -112,10 +115,22 @@ for t in acme globex; do
 	ctl network create prod --tenant "$t" --ipv4 100.64.0.0/24 --ipv6 fd00:64::/64 >/dev/null
 done
 
-# join TENANT NAME TAG ADDR: enroll an agent named NAME with a key tagged TAG, using
-# the join command cvlanctl prints, in a namespace at ADDR.
+log "starting the relay r1 at $LAN.5 (UDP sessions on the Go path, framed relay on :8444)"
+netns relay "$LAN.5"
+relaykey=$(inns relay "$bin/cvlan-relay" key --data-dir "$lab/relay" 2>/dev/null)
+ctl relay create r1 --region lab --public-addr "$LAN.5" --udp-port-min 40000 --udp-port-max 40999 \
+	--stun-port 3478 --tls-url "https://$LAN.5:8444" --ws-url "wss://$LAN.5:8444" --relay-key "$relaykey" >/dev/null
+controllerkey=$(sed -n 's/^noise-public-key: //p' "$lab/init.txt")
+inns relay "$bin/cvlan-relay" serve --data-dir "$lab/relay" --relay-address "$LAN.5" --xdp off \
+	--framed-listen "$LAN.5:8444" --stun-listen "$LAN.5:3478" --metrics-listen 127.0.0.1:9102 \
+	--controller "https://$LISTEN" --controller-key "$controllerkey" 2>"$lab/relay.log" &
+pids+=($!)
+
+# join TENANT NAME TAG ADDR [FLAGS...]: enroll an agent named NAME with a key tagged
+# TAG, using the join command cvlanctl prints, in a namespace at ADDR.
 join() {
 	local t=$1 n=$2 tag=$3 addr=$4 cmd
+	shift 4
 	ctl key create --tenant "$t" --network prod --tags "$tag" --expiry 1h --description "lab $n" >"$lab/key-$n.txt"
 	cmd=$(grep -o 'cvlan-agent up .*' "$lab/key-$n.txt" | head -n1)
 	[ -n "$cmd" ] || die "cvlanctl key create printed no join command"
@@ -123,7 +138,7 @@ join() {
 	cmd=($cmd)
 	netns "$n" "$addr"
 	inns "$n" "$bin/${cmd[0]}" "${cmd[@]:1}" --name "$n" --state-dir "$lab/agent-$n" \
-		--interface "$P-$n" --metrics-listen 127.0.0.1:9101 --max-backoff 2s 2>"$lab/agent-$n.log" &
+		--interface "$P-$n" --metrics-listen 127.0.0.1:9101 --max-backoff 2s "$@" 2>"$lab/agent-$n.log" &
 	pids+=($!)
 	for port in 22 80 5432; do
 		inns "$n" nc -lk "$port" </dev/null >/dev/null 2>&1 &
@@ -133,14 +148,20 @@ join() {
 join acme web web "$LAN.11"
 join acme db db "$LAN.12"
 join acme admin admin "$LAN.13"
-join globex shop web "$LAN.21"
+join globex shop web "$LAN.21" --path-timeout 6s
+join globex cart web "$LAN.22" --path-timeout 6s
+# No direct UDP between shop and cart: the LAN's bridge drops it, as a firewall
+# between two sites would, so only the relay gets them together.
+echo "table bridge cvlab { chain forward { type filter hook forward priority 0;
+	ip saddr $LAN.21 ip daddr $LAN.22 meta l4proto udp counter drop
+	ip saddr $LAN.22 ip daddr $LAN.21 meta l4proto udp counter drop; }; }" | inns hub nft -f -
 
 # addr TENANT NODE FIELD: a node's overlay address from cvlanctl.
 addr() { ctl node get "$2" --tenant "$1" -o json | sed -n "s/.*\"$3\": *\"\([^\"]*\)\".*/\1/p" | head -n1; }
 enrolled() {
 	local n
 	for n in "${ACME[@]}"; do [ -n "$(addr acme "$n" ipv4)" ] || return 1; done
-	[ -n "$(addr globex shop ipv4)" ]
+	[ -n "$(addr globex shop ipv4)" ] && [ -n "$(addr globex cart ipv4)" ]
 }
 wait_for "all agents to enroll" 30 enrolled || {
 	tail -n 20 "$lab"/agent-*.log >&2
@@ -151,6 +172,7 @@ ctl policy set --tenant acme -f scripts/lab-policy.yaml >/dev/null
 declare -A ip
 for n in "${ACME[@]}"; do ip[$n]=$(addr acme "$n" ipv4); done
 ip[shop]=$(addr globex shop ipv4)
+ip[cart]=$(addr globex cart ipv4)
 
 # reach FROM TO PORT|icmp: does the real connection work? A few tries, because a
 # first WireGuard handshake or a policy just set may take a moment.
@@ -183,7 +205,7 @@ echo
 ctl node list --tenant globex
 echo
 echo "-- agents (from each agent's /metrics)"
-for n in "${ACME[@]}" shop; do
+for n in "${ACME[@]}" shop cart; do
 	m=$(inns "$n" curl -fsS http://127.0.0.1:9101/metrics 2>/dev/null || true)
 	printf '%-6s wireguard=%s peers=%s control_connected=%s\n' "$n" \
 		"$(sed -n 's/^cvlan_agent_info{.*wireguard="\([a-z]*\)".*/\1/p' <<<"$m")" \
@@ -213,7 +235,9 @@ done
 echo
 echo "-- tenant isolation: globex's shop (also in 100.64.0.0/24) against acme"
 for to in "${ACME[@]}"; do
-	if [ "${ip[$to]}" != "${ip[shop]}" ] && reach shop "$to" icmp; then
+	if [ "${ip[$to]}" = "${ip[shop]}" ] || [ "${ip[$to]}" = "${ip[cart]}" ]; then
+		echo "shop -> acme $to (${ip[$to]}): also a globex address, so not a test of isolation: skipped"
+	elif reach shop "$to" icmp; then
 		echo "shop -> acme $to (${ip[$to]}): REACHABLE: FAIL"
 		verdict=1
 	else
@@ -221,8 +245,21 @@ for to in "${ACME[@]}"; do
 	fi
 done
 echo
+echo "-- relay: globex's shop and cart, whose direct UDP is dropped, through r1"
+relayed() { inns shop ping -n -c1 -W1 "${ip[cart]}" >/dev/null 2>&1; }
+if wait_for "shop and cart to reach each other through the relay" 90 relayed; then
+	m=$(inns shop curl -fsS http://127.0.0.1:9101/metrics 2>/dev/null || true)
+	r=$(inns relay curl -fsS http://127.0.0.1:9102/metrics 2>/dev/null || true)
+	echo "shop -> cart (${ip[cart]}): reachable: ok"
+	echo "  shop's relayed peers: $(sed -n 's/^cvlan_agent_relay_peers{mode="\([a-z]*\)"} \([1-9]\).*/\1=\2/p' <<<"$m" | tr '\n' ' ')"
+	echo "  relay r1: sessions active $(sed -n 's/^cvlan_relay_sessions{state="active"} //p' <<<"$r"), packets relayed (go) $(sed -n 's/^cvlan_relay_packets_total{path="go"} //p' <<<"$r")"
+else
+	echo "shop -> cart (${ip[cart]}): NOT reachable through the relay: FAIL (logs: $lab/relay.log, $lab/agent-shop.log)"
+	verdict=1
+fi
+echo
 if [ "$verdict" = 0 ]; then
-	echo "lab: PASS: every connection did what the policy says, and the tenants are isolated"
+	echo "lab: PASS: every connection did what the policy says, the tenants are isolated, and the relay carries blocked peers"
 else
 	echo "lab: FAIL: see MISMATCH above; agent logs: $lab/agent-*.log"
 	tail -n 20 "$lab"/agent-*.log
