@@ -38,7 +38,7 @@ readonly BOOT_BUDGET=60
 # What the guest copies from the host (mkinitramfs.sh) and what qemu needs.
 readonly VM_PACKAGES=(qemu-system-x86 busybox-static kmod cpio)
 # The tools the tests call, on the host and (copied) in the guest.
-readonly TOOL_PACKAGES=(iproute2 iputils-ping curl)
+readonly TOOL_PACKAGES=(iproute2 iputils-ping curl nftables)
 
 usage() {
 	cat <<EOF

@@ -8,8 +8,8 @@
 # suites/NAME/ (test binary and testdata) and bin/ (the daemons). Around it go:
 #
 # - busybox-static with a link for each applet, except those we ship for real;
-# - the real iproute2 `ip`, iputils `ping` and `curl` (the tests and the e2e harness
-#   call them) with every library ldd lists;
+# - the real iproute2 `ip`, iputils `ping`, `curl` and `nft` (the tests and the e2e
+#   harness call them) with every library ldd lists;
 # - the modules listed and their dependencies (modprobe --show-depends), decompressed,
 #   with a depmod -b for just that subset;
 # - this directory's init and run-suites.sh.
@@ -50,6 +50,7 @@ done
 copy_bin /usr/sbin/ip
 copy_bin /usr/bin/ping
 copy_bin /usr/bin/curl
+copy_bin /usr/sbin/nft
 
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
