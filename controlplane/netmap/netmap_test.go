@@ -108,6 +108,23 @@ func TestBadInput(t *testing.T) {
 		{"policy verdict", full(func(m *controlpb.NetworkMap) {
 			m.Policy = &controlpb.Policy{Rules: []*controlpb.RuleEntry{{Proto: 6, PortHi: 9, Verdict: 3}}}
 		}), "policy.rules[0].verdict"},
+		{"relay id twice", full(func(m *controlpb.NetworkMap) {
+			m.Relays = []*controlpb.RelayInfo{{Id: "rl_1"}, {Id: "rl_1"}}
+		}), "relays[1].id"},
+		{"relay address", full(func(m *controlpb.NetworkMap) { m.Relays = []*controlpb.RelayInfo{{Id: "rl_1", Address: "x"}} }), "relays[0].address"},
+		{"relay url", full(func(m *controlpb.NetworkMap) { m.Relays = []*controlpb.RelayInfo{{Id: "rl_1", TlsUrl: "http://x"}} }), "relays[0].tls_url"},
+		{"relay key", full(func(m *controlpb.NetworkMap) { m.Relays = []*controlpb.RelayInfo{{Id: "rl_1", RelayKey: []byte{1}}} }), "relays[0].relay_key"},
+		{"relay mode", full(func(m *controlpb.NetworkMap) { m.Peers[0].Relay = &controlpb.RelayPath{Mode: 3, RelayId: "rl_1"} }), "peers[0]: relay.mode"},
+		{"relay path id", full(func(m *controlpb.NetworkMap) { m.Peers[0].Relay = &controlpb.RelayPath{Mode: 2} }), "relay.relay_id"},
+		{"relay side", full(func(m *controlpb.NetworkMap) {
+			m.Peers[0].Relay = &controlpb.RelayPath{Mode: 1, RelayId: "rl_1", Side: 2, Port: 1, Token: k(1)}
+		}), "relay.side"},
+		{"relay port", full(func(m *controlpb.NetworkMap) {
+			m.Peers[0].Relay = &controlpb.RelayPath{Mode: 1, RelayId: "rl_1", Port: 70000, Token: k(1)}
+		}), "relay.port"},
+		{"relay token", full(func(m *controlpb.NetworkMap) {
+			m.Peers[0].Relay = &controlpb.RelayPath{Mode: 1, RelayId: "rl_1", Port: 4000, Token: make([]byte, 32)}
+		}), "relay.token: all zero"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -177,4 +194,35 @@ func FuzzMap(f *testing.F) {
 			t.Fatalf("a map that was accepted does not load back: %v", err)
 		}
 	})
+}
+
+// TestRelays: the relay map and a peer's relay path arrive, change by delta and
+// survive a save and load.
+func TestRelays(t *testing.T) {
+	p := peer("nd_b", 2)
+	p.Relay = &controlpb.RelayPath{Mode: 1, RelayId: "rl_1", SessionId: 7, Side: 1, Port: 40001, Token: k(9)}
+	m, err := FromProto(&controlpb.NetworkMap{Seq: 1, Self: self(), Peers: []*controlpb.Peer{p},
+		Relays: []*controlpb.RelayInfo{{Id: "rl_1", Name: "fra1", Address: "192.0.2.5", TlsUrl: "https://192.0.2.5", RelayKey: k(4)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, rp := m.Relay("rl_1"), m.Peers[0].Relay
+	if r == nil || r.Addr.String() != "192.0.2.5" || r.Key.IsZero() || rp.Mode != PathUDP || rp.Port != 40001 || rp.Side != 1 || rp.Token[0] != 9 {
+		t.Fatalf("relay %+v, path %+v", r, rp)
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Unmarshal(b)
+	if err != nil || back.Peers[0].Relay.Token != rp.Token || back.Relay("rl_1").Key != r.Key {
+		t.Fatalf("saved and loaded: %v %+v", err, back)
+	}
+	n, err := m.Apply(&controlpb.MapDelta{Seq: 2, RelayMap: &controlpb.RelayMap{}, Upsert: []*controlpb.Peer{peer("nd_b", 2)}})
+	if err != nil || len(n.Relays) != 0 || n.Peers[0].Relay != nil {
+		t.Fatalf("after delta: %v %+v", err, n)
+	}
+	if len(m.Relays) != 1 {
+		t.Fatal("Apply changed the old map")
+	}
 }
