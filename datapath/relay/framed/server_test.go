@@ -3,6 +3,7 @@ package framed
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/cvlan/cvlan/controlplane/key"
 	"github.com/cvlan/cvlan/controlplane/noiseconn"
@@ -452,13 +455,19 @@ func TestPeerGone(t *testing.T) {
 }
 
 func TestKeepAliveAndReadTimeout(t *testing.T) {
+	for _, tr := range []string{TransportTCP, TransportWS} {
+		t.Run(tr, func(t *testing.T) { testKeepAliveAndReadTimeout(t, tr) })
+	}
+}
+
+func testKeepAliveAndReadTimeout(t *testing.T, tr string) {
 	r := newTestRelay(t, func(c *Config) { c.KeepAlive = 20 * time.Millisecond })
-	a := r.addNode(t, TransportTCP, "t1")
+	a := r.addNode(t, tr, "t1")
 	// A client that sends nothing is closed after ReadTimeout; one that sends
 	// keepalives is not.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	quiet, err := Dial(ctx, DialConfig{URL: r.url(TransportTCP), RelayKey: r.srv.Public(), Machine: a.machine,
+	quiet, err := Dial(ctx, DialConfig{URL: r.url(tr), RelayKey: r.srv.Public(), Machine: a.machine,
 		KeepAlive: -1, ReadTimeout: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -471,7 +480,7 @@ func TestKeepAliveAndReadTimeout(t *testing.T) {
 	}
 	b := &node{machine: newPrivate(t), node: newPrivate(t).NodePublic()}
 	r.grant(b, "t1")
-	b.c, err = Dial(ctx, DialConfig{URL: r.url(TransportTCP), RelayKey: r.srv.Public(), Machine: b.machine, KeepAlive: 5 * time.Millisecond})
+	b.c, err = Dial(ctx, DialConfig{URL: r.url(tr), RelayKey: r.srv.Public(), Machine: b.machine, KeepAlive: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,9 +488,39 @@ func TestKeepAliveAndReadTimeout(t *testing.T) {
 	r.waitRegistered(t, "t1", b.node, nil)
 	deadline := time.Now().Add(200 * time.Millisecond)
 	for time.Now().Before(deadline) {
-		if r.srv.Clients()[TransportTCP] != 1 {
+		if r.srv.Clients()[tr] != 1 {
 			t.Fatal("a client sending keepalives was closed")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWebSocketLimits checks that the relay ends a WebSocket that sends a
+// message over wsReadLimit, or a text message, before reading it whole.
+func TestWebSocketLimits(t *testing.T) {
+	r := newTestRelay(t, nil)
+	for _, tt := range []struct {
+		name string
+		typ  websocket.MessageType
+		msg  []byte
+	}{
+		// Without the limit, the relay would wait for the end of this header line.
+		{"oversized", websocket.MessageBinary, append([]byte("POST /api/v1/control HTTP/1.1\r\nX: "), bytes.Repeat([]byte{'a'}, wsReadLimit)...)},
+		{"text", websocket.MessageText, []byte("POST /api/v1/control HTTP/1.1\r\n\r\n")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+			ws, _, err := websocket.Dial(ctx, r.url(TransportWS)+noiseconn.Path, &websocket.DialOptions{HTTPClient: hc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.CloseNow()
+			ws.Write(ctx, tt.typ, tt.msg)
+			if _, _, err := ws.Read(ctx); err == nil || ctx.Err() != nil {
+				t.Fatalf("read %v, want the relay to close the WebSocket", err)
+			}
+		})
 	}
 }

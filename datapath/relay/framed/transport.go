@@ -25,8 +25,9 @@ const (
 	TransportWS  = "ws"
 )
 
-// wsReadLimit bounds one WebSocket message. noiseconn writes at most one relay frame
-// (MaxFrame, as Noise frames) per Write, and each Write is one message.
+// wsReadLimit bounds one WebSocket message. The relay writes at most one relay
+// frame (MaxFrame, as Noise frames) per message; a client's bridge, at most what
+// one read of its loopback connection gave (32 KiB).
 const wsReadLimit = 2 * MaxFrame
 
 // isWebSocket reports whether r asks for a WebSocket upgrade.
@@ -49,12 +50,12 @@ func headerHasToken(h http.Header, name, token string) bool {
 // client sends the same HTTP Upgrade request it sends over TCP, as the first bytes
 // of the WebSocket stream.
 func acceptWS(w http.ResponseWriter, r *http.Request, ns *noiseconn.Server, authorize noiseconn.Authorize, timeout time.Duration) (*noiseconn.Conn, error) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+	hj := &wsHijacker{ResponseWriter: w}
+	c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 	if err != nil {
 		return nil, fmt.Errorf("accepting WebSocket from %s: %w", r.RemoteAddr, err)
 	}
-	c.SetReadLimit(wsReadLimit)
-	nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+	nc := newWSConn(c, hj)
 	nc.SetDeadline(time.Now().Add(timeout))
 	br := bufio.NewReader(nc)
 	inner, err := http.ReadRequest(br)
@@ -171,8 +172,8 @@ func dialWS(ctx context.Context, u *url.URL, ncfg noiseconn.DialConfig) (*noisec
 	if err != nil {
 		return nil, fmt.Errorf("opening WebSocket: %w", err)
 	}
-	wc.SetReadLimit(wsReadLimit)
 	wsnc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
+	wc.SetReadLimit(wsReadLimit) // after NetConn, which lifts the limit
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
