@@ -29,6 +29,7 @@ type pairPath struct {
 	a, b     string // node IDs, a < b
 	level    uint32
 	relayID  string
+	region   string // the relay's: a framed pair goes to every relay of the region
 	// For pathUDP: the session, one relay port and one token per side.
 	session uint64
 	ports   [2]uint16
@@ -153,7 +154,7 @@ func (h *hub) choosePath(w *state.World, tenantID string, a, b *model.Node, cur 
 	if cur == nil {
 		for _, r := range relays {
 			if ports, ok := h.freePorts(r); ok {
-				p.level, p.relayID, p.ports = pathUDP, r.ID, ports
+				p.level, p.relayID, p.region, p.ports = pathUDP, r.ID, r.Region, ports
 				p.session = randUint64()
 				rand.Read(p.tokens[0][:])
 				rand.Read(p.tokens[1][:])
@@ -163,7 +164,7 @@ func (h *hub) choosePath(w *state.World, tenantID string, a, b *model.Node, cur 
 	}
 	for _, r := range relays {
 		if r.TLSURL != "" || r.WSURL != "" {
-			p.level, p.relayID = pathFramed, r.ID
+			p.level, p.relayID, p.region = pathFramed, r.ID, r.Region
 			return p
 		}
 	}
@@ -211,7 +212,7 @@ func (h *hub) addPath(p *pairPath) {
 		}
 		used[p.ports[0]], used[p.ports[1]] = struct{}{}, struct{}{}
 	}
-	if ro := h.relays[p.relayID]; ro != nil {
+	for _, ro := range h.pathRelays(p) {
 		ro.addPath(p)
 	}
 }
@@ -230,9 +231,22 @@ func (h *hub) dropPath(p *pairPath) {
 		delete(h.ports[p.relayID], p.ports[0])
 		delete(h.ports[p.relayID], p.ports[1])
 	}
-	if ro := h.relays[p.relayID]; ro != nil {
+	for _, ro := range h.pathRelays(p) {
 		ro.dropPath(p)
 	}
+}
+
+// pathRelays are the connected relays that carry p: the relay of a UDP session;
+// every relay of the region for a framed pair (its nodes may land on different
+// relays of the region, which forward to each other over their mesh).
+func (h *hub) pathRelays(p *pairPath) []*relayOutbox {
+	if p.level == pathFramed {
+		return h.regionRelays(p.region)
+	}
+	if ro := h.relays[p.relayID]; ro != nil {
+		return []*relayOutbox{ro}
+	}
+	return nil
 }
 
 // unpair drops the path between a and b, if any, because they stopped being
@@ -272,8 +286,13 @@ func (h *hub) relaysChanged(w *state.World) int {
 		touched++
 	}
 	for id, ro := range h.relays {
-		if r := w.Relays.ByID(id); r == nil || !r.RelayKey.Equal(ro.key) {
+		switch r := w.Relays.ByID(id); {
+		case r == nil || !r.RelayKey.Equal(ro.key):
 			ro.goodbye(CodeRelayUnknown, "relay was deleted or its key changed")
+		case r.Region != ro.region:
+			ro.goodbye(CodeReplaced, "relay moved to another region; reconnect for its new configuration")
+		default:
+			ro.setMesh(&controlpb.RelayMap{Relays: meshOf(w, id, ro.region)})
 		}
 	}
 	var gone []*pairPath

@@ -20,6 +20,7 @@ const CodeRelayUnknown = "relay_unknown"
 // agent's outbox.
 type relayOutbox struct {
 	relayID string
+	region  string
 	key     key.RelayPublic
 
 	mu             sync.Mutex
@@ -29,6 +30,7 @@ type relayOutbox struct {
 	removeSessions map[uint64]struct{}
 	addPairs       map[[2]string]*controlpb.RelayPair
 	removePairs    map[[2]string]*controlpb.RelayPair
+	mesh           *controlpb.RelayMap // pending replacement
 	bye            *controlpb.Goodbye
 
 	wake chan struct{}
@@ -38,7 +40,7 @@ type relayOutbox struct {
 
 func newRelayOutbox(r *model.Relay) *relayOutbox {
 	return &relayOutbox{
-		relayID: r.ID, key: r.RelayKey,
+		relayID: r.ID, region: r.Region, key: r.RelayKey,
 		clients: map[string]*controlpb.RelayClient{}, removeClients: map[string]struct{}{},
 		sessions: map[uint64]*controlpb.RelaySession{}, removeSessions: map[uint64]struct{}{},
 		addPairs: map[[2]string]*controlpb.RelayPair{}, removePairs: map[[2]string]*controlpb.RelayPair{},
@@ -60,6 +62,13 @@ func (o *relayOutbox) goodbye(code, reason string) {
 	if o.bye == nil {
 		o.bye = &controlpb.Goodbye{Code: code, Reason: reason}
 	}
+	o.mu.Unlock()
+	o.signal()
+}
+
+func (o *relayOutbox) setMesh(m *controlpb.RelayMap) {
+	o.mu.Lock()
+	o.mesh = m
 	o.mu.Unlock()
 	o.signal()
 }
@@ -116,10 +125,11 @@ func (o *relayOutbox) take() (*controlpb.RelayDelta, *controlpb.Goodbye) {
 	if o.bye != nil {
 		return nil, o.bye
 	}
-	if len(o.clients)+len(o.removeClients)+len(o.sessions)+len(o.removeSessions)+len(o.addPairs)+len(o.removePairs) == 0 {
+	if o.mesh == nil && len(o.clients)+len(o.removeClients)+len(o.sessions)+len(o.removeSessions)+len(o.addPairs)+len(o.removePairs) == 0 {
 		return nil, nil
 	}
-	d := &controlpb.RelayDelta{}
+	d := &controlpb.RelayDelta{Mesh: o.mesh}
+	o.mesh = nil
 	for _, c := range o.clients {
 		d.UpsertClients = append(d.UpsertClients, c)
 	}
@@ -191,8 +201,8 @@ func (h *hub) startRelay(o *relayOutbox) (*controlpb.RelayConfig, *relayOutbox, 
 	}
 	old := h.relays[o.relayID]
 	h.relays[o.relayID] = o
-	cfg := &controlpb.RelayConfig{Seq: 1}
 	w := h.st.World()
+	cfg := &controlpb.RelayConfig{Seq: 1, Mesh: meshOf(w, o.relayID, o.region)}
 	for _, tt := range w.Tenants.All() {
 		t := w.Tenant(tt.ID)
 		for _, n := range t.Nodes.All() {
@@ -203,12 +213,11 @@ func (h *hub) startRelay(o *relayOutbox) (*controlpb.RelayConfig, *relayOutbox, 
 	}
 	for nodeID, m := range h.paths {
 		for _, p := range m {
-			if p.a != nodeID || p.relayID != o.relayID {
-				continue
-			}
-			if p.level == pathUDP {
+			switch {
+			case p.a != nodeID:
+			case p.level == pathUDP && p.relayID == o.relayID:
 				cfg.Sessions = append(cfg.Sessions, p.sessionView())
-			} else {
+			case p.level == pathFramed && p.region == o.region:
 				cfg.Pairs = append(cfg.Pairs, p.pairView())
 			}
 		}
@@ -224,6 +233,30 @@ func (h *hub) removeRelay(o *relayOutbox) {
 	if h.relays[o.relayID] == o {
 		delete(h.relays, o.relayID)
 	}
+}
+
+// meshOf is the mesh list of relay id in region: the other relays of the region
+// that have a key and a framed URL.
+func meshOf(w *state.World, id, region string) []*controlpb.RelayInfo {
+	var out []*controlpb.RelayInfo
+	for _, ri := range relayInfos(w) {
+		r := w.Relays.ByID(ri.Id)
+		if r.ID != id && r.Region == region && !r.RelayKey.IsZero() && (r.TLSURL != "" || r.WSURL != "") {
+			out = append(out, ri)
+		}
+	}
+	return out
+}
+
+// regionRelays are the connected relays of region; the caller holds h.mu.
+func (h *hub) regionRelays(region string) []*relayOutbox {
+	var out []*relayOutbox
+	for _, ro := range h.relays {
+		if ro.region == region {
+			out = append(out, ro)
+		}
+	}
+	return out
 }
 
 // relayNodeChange tells the connected relays about one node change; the caller

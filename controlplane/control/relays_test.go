@@ -303,3 +303,84 @@ func TestRelayPortsRunOut(t *testing.T) {
 		t.Fatalf("the other tenant's node has peers %s", peerIDs(m))
 	}
 }
+
+// TestRelayMesh: relays learn the other relays of their region, and a framed pair
+// reaches every relay of the chosen relay's region, and no other.
+func TestRelayMesh(t *testing.T) {
+	c, tn, secret := setup(t)
+	ctx := context.Background()
+	keys := map[string]key.Private{}
+	ids := map[string]string{}
+	for _, x := range []struct{ name, region string }{{"fra1", "eu"}, {"fra2", "eu"}, {"nyc1", "us"}} {
+		k, _ := key.NewPrivate()
+		keys[x.name] = k
+		r, err := c.State.CreateRelay(ctx, "test", model.Relay{
+			Name: x.name, Region: x.region, PublicAddr: netip.MustParseAddr("192.0.2.50"), UDPPortMin: 40000, UDPPortMax: 40000,
+			WSURL: "wss://" + x.name + ".example", RelayKey: k.RelayPublic(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[x.name] = r.ID
+	}
+	rs := map[string]*fakeRelay{}
+	for name, k := range keys {
+		rs[name] = startRelay(t, c, k)
+	}
+	meshNames := func(r *fakeRelay) string {
+		cfg := r.current()
+		if cfg == nil {
+			return "<none>"
+		}
+		var names []string
+		for _, m := range cfg.Mesh {
+			names = append(names, m.Name)
+		}
+		return fmt.Sprint(names)
+	}
+	eventually(t, "each relay has its region's others", func() string {
+		if a, b, u := meshNames(rs["fra1"]), meshNames(rs["fra2"]), meshNames(rs["nyc1"]); a != "[fra2]" || b != "[fra1]" || u != "[]" {
+			return fmt.Sprintf("fra1 %s, fra2 %s, nyc1 %s", a, b, u)
+		}
+		return ""
+	})
+	a, b := newAgent(t, secret), newAgent(t, secret)
+	a.start(c, c.NoisePublicKey)
+	b.start(c, c.NoisePublicKey)
+	eventually(t, "peers", func() string {
+		if ma, mb := a.current(), b.current(); ma == nil || mb == nil || len(ma.Peers) != 1 || len(mb.Peers) != 1 {
+			return "maps " + peerIDs(ma) + " / " + peerIDs(mb)
+		}
+		return ""
+	})
+	aID, bID := a.hello.NodeId, b.hello.NodeId
+	// fra1 is first by name; its one-port range cannot hold a session, nor can the
+	// others': the pair goes straight to fra1's framed relay.
+	report(a, bID, 0)
+	eventually(t, "the framed pair on both eu relays", func() string {
+		p := relayOf(a.current(), bID)
+		if p == nil || p.Mode != netmap.PathFramed || p.RelayID != ids["fra1"] {
+			return fmt.Sprintf("path %+v", p)
+		}
+		if !rs["fra1"].current().Allowed(tn.ID, aID, bID) || !rs["fra2"].current().Allowed(tn.ID, aID, bID) {
+			return "not on both eu relays"
+		}
+		return ""
+	})
+	if len(rs["nyc1"].current().Pairs) != 0 {
+		t.Fatal("the us relay got an eu pair")
+	}
+	// A relay that moves to another region reconnects with the new mesh.
+	if _, err := c.State.UpdateRelay(ctx, "test", ids["fra2"], func(r *model.Relay) error { r.Region = "us"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "meshes follow the move", func() string {
+		if a, b, u := meshNames(rs["fra1"]), meshNames(rs["fra2"]), meshNames(rs["nyc1"]); a != "[]" || b != "[nyc1]" || u != "[fra2]" {
+			return fmt.Sprintf("fra1 %s, fra2 %s, nyc1 %s", a, b, u)
+		}
+		if len(rs["fra2"].current().Pairs) != 0 {
+			return "fra2 still has the eu pair"
+		}
+		return ""
+	})
+}

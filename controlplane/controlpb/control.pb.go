@@ -1635,11 +1635,14 @@ func (x *PathReport) GetFailed() uint32 {
 // clients are the nodes it may authenticate (every tenant's), sessions the UDP
 // relay sessions it hosts, pairs the nodes it may carry framed packets between.
 type RelayConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Clients       []*RelayClient         `protobuf:"bytes,2,rep,name=clients,proto3" json:"clients,omitempty"`
-	Sessions      []*RelaySession        `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
-	Pairs         []*RelayPair           `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Clients  []*RelayClient         `protobuf:"bytes,2,rep,name=clients,proto3" json:"clients,omitempty"`
+	Sessions []*RelaySession        `protobuf:"bytes,3,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Pairs    []*RelayPair           `protobuf:"bytes,4,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	// mesh are the other relays of this relay's region: the relay links to those
+	// whose id is greater than its own, and admits the others' links.
+	Mesh          []*RelayInfo `protobuf:"bytes,5,rep,name=mesh,proto3" json:"mesh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,6 +1705,13 @@ func (x *RelayConfig) GetPairs() []*RelayPair {
 	return nil
 }
 
+func (x *RelayConfig) GetMesh() []*RelayInfo {
+	if x != nil {
+		return x.Mesh
+	}
+	return nil
+}
+
 // RelayDelta changes the last RelayConfig; removals are applied before upserts.
 type RelayDelta struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1713,8 +1723,10 @@ type RelayDelta struct {
 	RemoveSessions []uint64        `protobuf:"varint,5,rep,packed,name=remove_sessions,json=removeSessions,proto3" json:"remove_sessions,omitempty"`
 	AddPairs       []*RelayPair    `protobuf:"bytes,6,rep,name=add_pairs,json=addPairs,proto3" json:"add_pairs,omitempty"`
 	RemovePairs    []*RelayPair    `protobuf:"bytes,7,rep,name=remove_pairs,json=removePairs,proto3" json:"remove_pairs,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// mesh, when set, replaces the mesh list.
+	Mesh          *RelayMap `protobuf:"bytes,8,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RelayDelta) Reset() {
@@ -1792,6 +1804,13 @@ func (x *RelayDelta) GetAddPairs() []*RelayPair {
 func (x *RelayDelta) GetRemovePairs() []*RelayPair {
 	if x != nil {
 		return x.RemovePairs
+	}
+	return nil
+}
+
+func (x *RelayDelta) GetMesh() *RelayMap {
+	if x != nil {
+		return x.Mesh
 	}
 	return nil
 }
@@ -2230,12 +2249,13 @@ const file_control_proto_rawDesc = "" +
 	"PathReport\x12 \n" +
 	"\fpeer_node_id\x18\x01 \x01(\tR\n" +
 	"peerNodeId\x12\x16\n" +
-	"\x06failed\x18\x02 \x01(\rR\x06failed\"\xc7\x01\n" +
+	"\x06failed\x18\x02 \x01(\rR\x06failed\"\xf8\x01\n" +
 	"\vRelayConfig\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x127\n" +
 	"\aclients\x18\x02 \x03(\v2\x1d.cvlan.control.v1.RelayClientR\aclients\x12:\n" +
 	"\bsessions\x18\x03 \x03(\v2\x1e.cvlan.control.v1.RelaySessionR\bsessions\x121\n" +
-	"\x05pairs\x18\x04 \x03(\v2\x1b.cvlan.control.v1.RelayPairR\x05pairs\"\xf7\x02\n" +
+	"\x05pairs\x18\x04 \x03(\v2\x1b.cvlan.control.v1.RelayPairR\x05pairs\x12/\n" +
+	"\x04mesh\x18\x05 \x03(\v2\x1b.cvlan.control.v1.RelayInfoR\x04mesh\"\xa7\x03\n" +
 	"\n" +
 	"RelayDelta\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12D\n" +
@@ -2244,7 +2264,8 @@ const file_control_proto_rawDesc = "" +
 	"\x0fupsert_sessions\x18\x04 \x03(\v2\x1e.cvlan.control.v1.RelaySessionR\x0eupsertSessions\x12'\n" +
 	"\x0fremove_sessions\x18\x05 \x03(\x04R\x0eremoveSessions\x128\n" +
 	"\tadd_pairs\x18\x06 \x03(\v2\x1b.cvlan.control.v1.RelayPairR\baddPairs\x12>\n" +
-	"\fremove_pairs\x18\a \x03(\v2\x1b.cvlan.control.v1.RelayPairR\vremovePairs\"\x7f\n" +
+	"\fremove_pairs\x18\a \x03(\v2\x1b.cvlan.control.v1.RelayPairR\vremovePairs\x12.\n" +
+	"\x04mesh\x18\b \x01(\v2\x1a.cvlan.control.v1.RelayMapR\x04mesh\"\x7f\n" +
 	"\vRelayClient\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1f\n" +
@@ -2341,15 +2362,17 @@ var file_control_proto_depIdxs = []int32{
 	22, // 27: cvlan.control.v1.RelayConfig.clients:type_name -> cvlan.control.v1.RelayClient
 	23, // 28: cvlan.control.v1.RelayConfig.sessions:type_name -> cvlan.control.v1.RelaySession
 	24, // 29: cvlan.control.v1.RelayConfig.pairs:type_name -> cvlan.control.v1.RelayPair
-	22, // 30: cvlan.control.v1.RelayDelta.upsert_clients:type_name -> cvlan.control.v1.RelayClient
-	23, // 31: cvlan.control.v1.RelayDelta.upsert_sessions:type_name -> cvlan.control.v1.RelaySession
-	24, // 32: cvlan.control.v1.RelayDelta.add_pairs:type_name -> cvlan.control.v1.RelayPair
-	24, // 33: cvlan.control.v1.RelayDelta.remove_pairs:type_name -> cvlan.control.v1.RelayPair
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	8,  // 30: cvlan.control.v1.RelayConfig.mesh:type_name -> cvlan.control.v1.RelayInfo
+	22, // 31: cvlan.control.v1.RelayDelta.upsert_clients:type_name -> cvlan.control.v1.RelayClient
+	23, // 32: cvlan.control.v1.RelayDelta.upsert_sessions:type_name -> cvlan.control.v1.RelaySession
+	24, // 33: cvlan.control.v1.RelayDelta.add_pairs:type_name -> cvlan.control.v1.RelayPair
+	24, // 34: cvlan.control.v1.RelayDelta.remove_pairs:type_name -> cvlan.control.v1.RelayPair
+	11, // 35: cvlan.control.v1.RelayDelta.mesh:type_name -> cvlan.control.v1.RelayMap
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_control_proto_init() }

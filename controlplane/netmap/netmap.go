@@ -86,7 +86,7 @@ func FromProto(pm *controlpb.NetworkMap) (*Map, error) {
 	if m.Policy, err = policyFromProto(pm.GetPolicy()); err != nil {
 		return nil, err
 	}
-	if m.Relays, err = relaysFromProto("relays", pm.GetRelays()); err != nil {
+	if m.Relays, err = RelaysFromProto("relays", pm.GetRelays()); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -116,7 +116,7 @@ func (m *Map) Apply(d *controlpb.MapDelta) (*Map, error) {
 	}
 	out := &Map{Seq: d.GetSeq(), Self: m.Self, Policy: m.Policy, Relays: m.Relays}
 	if rm := d.GetRelayMap(); rm != nil {
-		rs, err := relaysFromProto("relay_map.relays", rm.GetRelays())
+		rs, err := RelaysFromProto("relay_map.relays", rm.GetRelays())
 		if err != nil {
 			return nil, err
 		}

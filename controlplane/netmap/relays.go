@@ -50,7 +50,8 @@ func (m *Map) Relay(id string) *Relay {
 
 const maxRelays = 256
 
-func relaysFromProto(field string, rs []*controlpb.RelayInfo) ([]Relay, error) {
+// RelaysFromProto checks and converts a relay list; field names it in errors.
+func RelaysFromProto(field string, rs []*controlpb.RelayInfo) ([]Relay, error) {
 	if len(rs) > maxRelays {
 		return nil, fmt.Errorf("%s: %d relays is more than %d", field, len(rs), maxRelays)
 	}

@@ -143,7 +143,8 @@ func (c *Conn) readFrame() error {
 	if c.pool = n > smallFrame; c.pool {
 		buf = framePool.Get().(*[MaxFrame]byte)[:]
 	} else if cap(buf) < n {
-		buf = make([]byte, smallFrame)
+		// Sized to need: keepalives, all most idle Conns ever read, take 64.
+		buf = make([]byte, (n+63)&^63)
 	}
 	c.frame = buf[:n]
 	if err := readFrameBody(&c.r, c.frame); err != nil {

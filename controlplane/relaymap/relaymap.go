@@ -1,6 +1,6 @@
 // Package relaymap is a relay's configuration as the relay holds it: the nodes it
-// may authenticate, the UDP relay sessions it hosts and the node pairs it may carry
-// framed packets between. It converts the controller's RelayConfig and RelayDelta
+// may authenticate, the UDP relay sessions it hosts, the node pairs it may carry
+// framed packets between and the other relays of its region (its mesh). It converts the controller's RelayConfig and RelayDelta
 // messages (controlpb) into typed values once, refuses anything malformed with an
 // error naming the field, and changes a Config only by applying a delta to a copy.
 // It never touches the kernel or the network.
@@ -12,6 +12,7 @@ import (
 
 	"github.com/cvlan/cvlan/controlplane/controlpb"
 	"github.com/cvlan/cvlan/controlplane/key"
+	"github.com/cvlan/cvlan/controlplane/netmap"
 )
 
 // Client is a node the relay may serve.
@@ -42,6 +43,8 @@ type Config struct {
 	Clients  map[string]Client // by node ID
 	Sessions map[uint64]Session
 	Pairs    map[Pair]struct{}
+	// Mesh are the other relays of the region.
+	Mesh []netmap.Relay
 }
 
 // Limits, so a broken message cannot make the relay allocate without bound (the
@@ -57,6 +60,10 @@ func FromProto(pc *controlpb.RelayConfig) (*Config, error) {
 	if err := c.add("clients", pc.GetClients(), "sessions", pc.GetSessions(), "pairs", pc.GetPairs()); err != nil {
 		return nil, err
 	}
+	var err error
+	if c.Mesh, err = netmap.RelaysFromProto("mesh", pc.GetMesh()); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -69,7 +76,14 @@ func (c *Config) Apply(d *controlpb.RelayDelta) (*Config, error) {
 	if d.GetSeq() <= c.Seq {
 		return nil, fmt.Errorf("relay delta: seq %d is not after the config's %d", d.GetSeq(), c.Seq)
 	}
-	out := &Config{Seq: d.GetSeq(), Clients: maps.Clone(c.Clients), Sessions: maps.Clone(c.Sessions), Pairs: maps.Clone(c.Pairs)}
+	out := &Config{Seq: d.GetSeq(), Clients: maps.Clone(c.Clients), Sessions: maps.Clone(c.Sessions), Pairs: maps.Clone(c.Pairs), Mesh: c.Mesh}
+	if d.GetMesh() != nil {
+		mesh, err := netmap.RelaysFromProto("mesh.relays", d.GetMesh().GetRelays())
+		if err != nil {
+			return nil, err
+		}
+		out.Mesh = mesh
+	}
 	for i, id := range d.GetRemoveClients() {
 		if id == "" {
 			return nil, fmt.Errorf("remove_clients[%d]: empty node id", i)

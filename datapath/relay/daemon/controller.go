@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/flynn/noise"
 
@@ -31,7 +33,19 @@ var ErrNoController = errors.New("relay has no configuration from a controller y
 type link struct {
 	log *slog.Logger
 	rl  *relay.Relay
+	fs  *framed.Server // for mesh links; nil in tests without one
 	cur atomic.Pointer[index]
+
+	mu     sync.Mutex
+	ctx    context.Context // the controller connection's
+	self   string          // this relay's ID, from the controller's hello
+	meshes map[meshKey]context.CancelFunc
+}
+
+// meshKey is one mesh link this relay dials.
+type meshKey struct {
+	id, url string
+	key     key.RelayPublic
 }
 
 // index is one configuration with the lookups the framed relay needs.
@@ -39,6 +53,7 @@ type index struct {
 	cfg       *relaymap.Config
 	byMachine map[key.MachinePublic]relaymap.Client
 	byNode    map[tenantNode]string // node ID
+	mesh      map[key.MachinePublic]bool
 }
 
 type tenantNode struct {
@@ -48,7 +63,12 @@ type tenantNode struct {
 
 func newIndex(cfg *relaymap.Config) *index {
 	ix := &index{cfg: cfg, byMachine: make(map[key.MachinePublic]relaymap.Client, len(cfg.Clients)),
-		byNode: make(map[tenantNode]string, len(cfg.Clients))}
+		byNode: make(map[tenantNode]string, len(cfg.Clients)), mesh: map[key.MachinePublic]bool{}}
+	for _, r := range cfg.Mesh {
+		if !r.Key.IsZero() {
+			ix.mesh[key.MachinePublicFromRaw(r.Key.Raw())] = true
+		}
+	}
 	for _, c := range cfg.Clients {
 		ix.byMachine[c.Machine] = c
 		ix.byNode[tenantNode{c.TenantID, c.Node}] = c.NodeID
@@ -63,7 +83,11 @@ func (l *link) Hello() *controlpb.ClientHello {
 		AgentVersion: version.Version, Hostname: host}
 }
 
-func (l *link) Connected(*controlpb.ServerHello) {}
+func (l *link) Connected(sh *controlpb.ServerHello) {
+	l.mu.Lock()
+	l.self = sh.GetRelayId()
+	l.mu.Unlock()
+}
 
 func (l *link) Map(*netmap.Map) {} // never sent to a relay
 
@@ -82,6 +106,7 @@ func (l *link) Relay(cfg *relaymap.Config) {
 		specs = append(specs, session.Spec{ID: session.ID(s.ID), Ports: s.Ports,
 			Tokens: [2]session.Token{s.Tokens[0], s.Tokens[1]}})
 	}
+	l.setMesh(cfg)
 	switch err := l.rl.Set(specs); {
 	case err == nil:
 		l.log.Info("relay configuration applied", "seq", cfg.Seq, "clients", len(cfg.Clients), "sessions", len(cfg.Sessions), "pairs", len(cfg.Pairs))
@@ -97,6 +122,9 @@ func (l *link) Authorize(m key.MachinePublic) (framed.Grant, error) {
 	ix := l.cur.Load()
 	if ix == nil {
 		return framed.Grant{}, fmt.Errorf("machine %s refused: %w", m, ErrNoController)
+	}
+	if ix.mesh[m] {
+		return framed.Grant{Mesh: true}, nil
 	}
 	c, ok := ix.byMachine[m]
 	if !ok {
@@ -119,9 +147,74 @@ func (p pairPeers) Allowed(dst key.NodePublic) bool {
 	return ok && ix.cfg.Allowed(p.tenant, p.node, id)
 }
 
+// setMesh keeps one link to each relay of the region whose ID is greater than
+// this relay's (the others dial this one), redialing with backoff.
+func (l *link) setMesh(cfg *relaymap.Config) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fs == nil || l.ctx == nil {
+		return
+	}
+	want := map[meshKey]bool{}
+	for _, r := range cfg.Mesh {
+		url := r.TLSURL
+		if url == "" {
+			url = r.WSURL
+		}
+		if r.ID > l.self && url != "" && !r.Key.IsZero() {
+			want[meshKey{id: r.ID, url: url, key: r.Key}] = true
+		}
+	}
+	for k, cancel := range l.meshes {
+		if !want[k] {
+			cancel()
+			delete(l.meshes, k)
+		}
+	}
+	if l.meshes == nil {
+		l.meshes = map[meshKey]context.CancelFunc{}
+	}
+	for k := range want {
+		if _, ok := l.meshes[k]; !ok {
+			ctx, cancel := context.WithCancel(l.ctx)
+			l.meshes[k] = cancel
+			go l.keepMesh(ctx, k)
+		}
+	}
+}
+
+// keepMesh links to one mesh peer until ctx ends.
+func (l *link) keepMesh(ctx context.Context, k meshKey) {
+	wait := time.Second
+	for ctx.Err() == nil {
+		done, err := l.fs.Mesh(ctx, framed.DialConfig{URL: k.url, RelayKey: k.key})
+		if err != nil {
+			l.log.Warn("mesh link failed; retrying", "relay", k.id, "url", k.url, "err", err, "in", wait)
+		} else {
+			l.log.Info("mesh link up", "relay", k.id, "url", k.url)
+			wait = time.Second
+			select {
+			case <-done:
+				l.log.Warn("mesh link down", "relay", k.id)
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
 // runController follows the controller until ctx ends or it refuses the relay
 // for good.
 func (l *link) run(ctx context.Context, cfg Config, priv key.Private) error {
+	l.mu.Lock()
+	l.ctx = ctx
+	l.mu.Unlock()
 	sk, pk := priv.Raw(), priv.MachinePublic().Raw()
 	c := controlclient.New(controlclient.Config{
 		URL: cfg.ControllerURL, ControllerKey: cfg.ControllerKey,

@@ -139,6 +139,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) (
 		return fmt.Errorf("starting the framed relay: %w", err)
 	}
 	closers = append(closers, fs.Close)
+	ln.fs = fs
 	fln, err := net.Listen("tcp", cfg.FramedListen)
 	if err != nil {
 		return fmt.Errorf("framed relay: listening on %s: %w", cfg.FramedListen, err)

@@ -32,7 +32,9 @@
 // configuration (controlplane/relaymap): the UDP sessions it hosts go to
 // relay.Relay.Set, and the framed relay serves exactly the machines the controller
 // names as nodes, each reaching only the nodes of its own tenant the controller
-// paired it with (checked at every send, so new pairs apply at once). When the
+// paired it with (checked at every send, so new pairs apply at once). It links to
+// the relays of its region whose ID is greater than its own (framed.Server.Mesh,
+// redialed with backoff) and admits the others' links. When the
 // controller is away the relay keeps serving its last configuration. Without a
 // controller, or before its first configuration arrives, the framed relay refuses
 // every machine with [ErrNoController] and the UDP relay has no sessions. This
