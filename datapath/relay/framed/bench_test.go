@@ -218,6 +218,11 @@ func idleRelay(b *testing.B, transport string, n, perProcess int) {
 	eventually(b, "all connections registered", func() bool { return srv.Clients()[transport] == int64(n) })
 	b.StopTimer()
 	connect := time.Since(start)
+	// Idle is not silent: wait until the relay read about a keepalive per
+	// connection (the clients send one every idleKeepAlive), so that each has
+	// handled a frame.
+	in := &srv.metrics.tr[trIndex(transport)].framesIn
+	eventually(b, "keepalives", func() bool { return in.Load() >= uint64(n) })
 	after := measureRelay(b)
 	perK := func(v uint64, w uint64) float64 { return (float64(v) - float64(w)) / float64(n) * 1000 / 1e6 }
 	b.ReportMetric(perK(after.heapStack, before.heapStack), "heap+stack_MB/1k")
@@ -259,6 +264,9 @@ func startIdleClients(b *testing.B, url string, relay key.RelayPublic, n int) (s
 	return stop
 }
 
+// idleKeepAlive is how often the idle clients send a keepalive.
+const idleKeepAlive = 2 * time.Second
+
 // idleClients is the client process of BenchmarkIdleConnections.
 func idleClients(spec string) error {
 	f := strings.Fields(spec)
@@ -288,7 +296,7 @@ func idleClients(spec string) error {
 			m, err := key.NewPrivate()
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				clients[i], err = Dial(ctx, DialConfig{URL: f[0], RelayKey: relay, Machine: m})
+				clients[i], err = Dial(ctx, DialConfig{URL: f[0], RelayKey: relay, Machine: m, KeepAlive: idleKeepAlive})
 				cancel()
 			}
 			if err != nil {
