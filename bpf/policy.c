@@ -5,16 +5,25 @@
  * cvlan_egress on packets leaving into it. datapath/bpfpolicy loads these programs and
  * fills their maps; its package doc describes the behaviour in prose.
  *
- * Per packet: parse (IPv4/IPv6, TCP/UDP/ICMP/ICMPv6) -> related ICMP error or
- * conntrack reply? pass -> identity of the remote address (host hash, then LPM
- * tries; miss = world 0) -> rule (the port ranges of identity, direction and
- * protocol, by hash; the remote's identity first, then IdentityAny) -> accept:
- * conntrack entry, per-rule counter, pass; deny or no rule: drop counted by reason.
+ * Per packet: parse (IPv4/IPv6, TCP/UDP/ICMP/ICMPv6) -> related ICMP error? pass ->
+ * conntrack reply? pass -> identity of the remote address (prefix hash tables, then
+ * the LPM trie; miss = world) -> rule (the port ranges of identity, direction and
+ * protocol; the remote's identity first, then IdentityAny) -> accept: conntrack
+ * entry, per-rule counter, pass; deny or no rule: drop counted by reason.
  *
- * The host hash, the identity tries, the group hash and the rule trie (for groups
- * with many ranges) exist in two generations (slots of ARRAY_OF_MAPS maps);
+ * Cost. On this kind of machine a helper call (a hash or LPM lookup, reading the
+ * clock) costs 30-50 ns and a call of a BPF subprogram about 10 ns, while a lookup
+ * in an array map the verifier inlines costs about 1 ns. So the common paths use arrays only: the prefix and rule tables are
+ * arrays of a fixed size (the verifier inlines lookups only in inner maps of their
+ * template's size), counters are per-CPU arrays, the time is jiffies (inlined).
+ * Conntrack stays an LRU hash, looked up only when the flow may be tracked (the
+ * hint says so) and this CPU has not seen the flow live within about a second
+ * (the flow cache).
+ *
+ * The prefix tables, tries, identities, ranges and rule trie exist in two
+ * generations (halves of arrays; the tries in slots of ARRAY_OF_MAPS maps);
  * policy_state.active, read once per packet, selects one. The loader fills the
- * inactive slot and flips active with one map update.
+ * inactive generation and flips active with one map update.
  */
 #include "policy.h"
 
@@ -25,12 +34,20 @@
 #define MAX_HDR_OFF 0x3fff
 #define CT_REFRESH_NS 1000000000ULL
 
+/* The flow cache's window, in jiffies: 0.25 s at HZ=1000, 2.5 s at HZ=100. */
+#define FLOW_WINDOW_J 250
+/* The cache is used only if the conntrack timeouts are at least this long: an entry
+ * it vouches for was refreshed at most a window and CT_REFRESH_NS ago. */
+#define FLOW_MIN_TIMEOUT_NS (5ULL * 1000000000)
+
 #define FRAG_NONE 0
 #define FRAG_FIRST 1
 #define FRAG_LATER 2
 
 /* What parsing learnt about a packet. */
 struct pkt {
+	__u64 saddr[2]; /* the address's bytes as little-endian words; IPv4 in the low half of [0] */
+	__u64 daddr[2];
 	__u8 family; /* 4 or 6 */
 	__u8 proto;  /* TCP, UDP, ICMP or ICMPv6 */
 	__u8 frag;   /* FRAG_* */
@@ -42,8 +59,6 @@ struct pkt {
 	__u8 pad;
 	__u32 frag_id;
 	__u32 l4off; /* offset of the L4 header from skb->data */
-	__u8 saddr[16];
-	__u8 daddr[16];
 };
 
 /* Room for icmp_related, whose embedded packet and flow key would not fit on the
@@ -59,6 +74,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct icmp_scratch);
 } icmp_scratch SEC(".maps");
+
+/* ld64 and ld32 read a word in place: packet data need not be aligned here. */
+static __always_inline __u64 ld64(const void *p)
+{
+	return *(const __u64 *)p;
+}
+
+static __always_inline __u32 ld32(const void *p)
+{
+	return *(const __u32 *)p;
+}
 
 /* pkt_hdr returns a pointer to len bytes at off in the packet, or NULL if the
  * packet's linear data is shorter. len must be a constant. */
@@ -92,22 +118,6 @@ static __always_inline int pass(struct __sk_buff *skb, __u32 reason)
 {
 	bump(&pass_counters, reason, skb->len);
 	return TC_ACT_OK;
-}
-
-static __always_inline void count_rule(__u32 rule_id, __u32 len)
-{
-	struct counter *c = bpf_map_lookup_elem(&rule_counters, &rule_id);
-	if (!c) {
-		/* The loader creates an entry per rule of the policy; this covers a
-		 * counter map that was cleared behind its back. */
-		struct counter zero = {};
-		bpf_map_update_elem(&rule_counters, &rule_id, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&rule_counters, &rule_id);
-		if (!c)
-			return;
-	}
-	c->packets++;
-	c->bytes += len;
 }
 
 static __always_inline int is_icmp(__u8 family, __u8 proto)
@@ -222,8 +232,8 @@ static __always_inline int parse_v4(struct __sk_buff *skb, struct pkt *p, __u32 
 	p->family = 4;
 	p->proto = ip[9];
 	p->frag_nh = ip[9];
-	__builtin_memcpy(p->saddr, ip + 12, 4);
-	__builtin_memcpy(p->daddr, ip + 16, 4);
+	p->saddr[0] = ld32(ip + 12);
+	p->daddr[0] = ld32(ip + 16);
 
 	__u16 fo = ((__u16)ip[6] << 8) | ip[7];
 	p->frag_id = ((__u32)ip[4] << 8) | ip[5];
@@ -249,8 +259,10 @@ static __always_inline int parse_v6(struct __sk_buff *skb, struct pkt *p, __u32 
 		return DROP_MALFORMED;
 
 	p->family = 6;
-	__builtin_memcpy(p->saddr, ip + 8, 16);
-	__builtin_memcpy(p->daddr, ip + 24, 16);
+	p->saddr[0] = ld64(ip + 8);
+	p->saddr[1] = ld64(ip + 16);
+	p->daddr[0] = ld64(ip + 24);
+	p->daddr[1] = ld64(ip + 32);
 
 	__u8 nh = ip[6];
 	off += 40;
@@ -287,37 +299,90 @@ static __always_inline int parse_v6(struct __sk_buff *skb, struct pkt *p, __u32 
 	return parse_l4(skb, p, off, end);
 }
 
+
+static __always_inline void count_slot(__u32 slot, __u32 len)
+{
+	struct counter *c = bpf_map_lookup_elem(&rule_counters, &slot);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+/* A flow in canonical order as the five words of its struct ct_key, built in
+ * registers: hashing and comparing words just stored as bytes would stall. */
+struct flow {
+	__u64 w[5];
+	int src_is_a; /* the packet's source is side a */
+};
+
+/* lt64 is a < b (unsigned) as 0 or 1, ne64 a != b, sel a if m is all ones, b if 0:
+ * branch-free, since BPF has no conditional move and flows come in random order. */
+static __always_inline __u64 lt64(__u64 a, __u64 b)
+{
+	return ((~a & b) | ((~a | b) & (a - b))) >> 63;
+}
+
+static __always_inline __u64 ne64(__u64 a, __u64 b)
+{
+	__u64 x = a ^ b;
+	return (x | -x) >> 63;
+}
+
+static __always_inline __u64 sel(__u64 m, __u64 a, __u64 b)
+{
+	return (a & m) | (b & ~m);
+}
+
+/* flow_of returns p's flow. Side a is the side whose address, then port, is the
+ * smaller (as words). */
+static __always_inline void flow_of(struct flow *f, const struct pkt *p)
+{
+	__u64 s0 = p->saddr[0], s1 = p->saddr[1], d0 = p->daddr[0], d1 = p->daddr[1];
+	__u64 sp = bpf_ntohs(p->sport), dp = bpf_ntohs(p->dport);
+	__u64 ne0 = ne64(s0, d0), ne1 = ne64(s1, d1);
+	__u64 first = (ne0 & lt64(s0, d0)) | ((ne0 ^ 1) & ((ne1 & lt64(s1, d1)) | ((ne1 ^ 1) & (lt64(dp, sp) ^ 1))));
+	__u64 m = -first;
+	__u64 ports = sel(m, (__u64)p->sport | (__u64)p->dport << 16, (__u64)p->dport | (__u64)p->sport << 16);
+	f->w[0] = p->family | (__u64)p->proto << 8 | ports << 16;
+	f->w[1] = sel(m, s0, d0);
+	f->w[2] = sel(m, s1, d1);
+	f->w[3] = sel(m, d0, s0);
+	f->w[4] = sel(m, d1, s1);
+	f->src_is_a = first;
+}
+
+/* flow_hash mixes the five words of a flow. */
+static __always_inline __u64 flow_hash(const struct flow *f)
+{
+	__u64 h = f->w[0] * 0x9e3779b97f4a7c15ULL + f->w[1] * 0xc2b2ae3d27d4eb4fULL +
+		  f->w[2] * 0x165667b19e3779f9ULL + f->w[3] * 0x85ebca77c2b2ae63ULL +
+		  f->w[4] * 0x27d4eb2f165667c5ULL;
+	return h ^ (h >> 31);
+}
+
+static __always_inline int flow_is(const struct ct_key *k, const struct flow *f)
+{
+	const __u64 *x = (const __u64 *)k;
+	return ((x[0] ^ f->w[0]) | (x[1] ^ f->w[1]) | (x[2] ^ f->w[2]) | (x[3] ^ f->w[3]) | (x[4] ^ f->w[4])) == 0;
+}
+
+static __always_inline void flow_key(struct ct_key *k, const struct flow *f)
+{
+	__u64 *w = (__u64 *)k;
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		w[i] = f->w[i];
+}
+
 /* ct_key_of fills k with p's flow in canonical order and returns whether p's source
  * is side a. */
 static __always_inline int ct_key_of(struct ct_key *k, const struct pkt *p)
 {
-	int src_first = 0;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < 16; i++) {
-		if (p->saddr[i] != p->daddr[i]) {
-			src_first = p->saddr[i] < p->daddr[i];
-			break;
-		}
-	}
-	if (i == 16)
-		src_first = bpf_ntohs(p->sport) <= bpf_ntohs(p->dport);
-
-	k->family = p->family;
-	k->proto = p->proto;
-	if (src_first) {
-		k->port_a = p->sport;
-		k->port_b = p->dport;
-		__builtin_memcpy(k->addr_a, p->saddr, 16);
-		__builtin_memcpy(k->addr_b, p->daddr, 16);
-	} else {
-		k->port_a = p->dport;
-		k->port_b = p->sport;
-		__builtin_memcpy(k->addr_a, p->daddr, 16);
-		__builtin_memcpy(k->addr_b, p->saddr, 16);
-	}
-	return src_first;
+	struct flow f;
+	flow_of(&f, p);
+	flow_key(k, &f);
+	return f.src_is_a;
 }
 
 /* now_ns is the time conntrack and fragment entries are stamped with: coarse
@@ -328,10 +393,33 @@ static __always_inline __u64 now_ns(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
+/* now_j is jiffies, odd so that it is never 0 (an empty stamp): an inlined read. */
+static __always_inline __u32 now_j(void)
+{
+	return (__u32)bpf_jiffies64() | 1;
+}
+
 static __always_inline int ct_live(const struct ct_val *v, __u8 proto, __u64 now)
 {
 	__u64 timeout = proto == IPPROTO_TCP ? ct_timeout_tcp_ns : ct_timeout_other_ns;
 	return now - v->last_seen < timeout;
+}
+
+/* hint_window is how long, in jiffies, a hint slot vouches for a write: the longest
+ * conntrack timeout, counted at 2^19 ns a jiffy (conservative up to HZ=1907), and a
+ * second at HZ=1000 for slots written out of order by two CPUs. */
+static __always_inline __u32 hint_window(void)
+{
+	__u64 t = ct_timeout_tcp_ns > ct_timeout_other_ns ? ct_timeout_tcp_ns : ct_timeout_other_ns;
+	t = (t >> 19) + 1000;
+	return t > 0x7fffffff ? 0x7fffffff : (__u32)t;
+}
+
+static __always_inline void hint_write(__u32 slot, __u32 nowj)
+{
+	__u32 *h = bpf_map_lookup_elem(&ct_hint, &slot);
+	if (h)
+		*h = nowj;
 }
 
 /* icmp_related reports whether the ICMP error p carries, in its payload, a packet of
@@ -357,8 +445,8 @@ static __noinline int icmp_related(struct __sk_buff *skb, const struct pkt *p, _
 		if ((ip[0] >> 4) != 4 || ihl < 20 || (((ip[6] << 8) | ip[7]) & 0x1fff))
 			return 0;
 		e->proto = ip[9];
-		__builtin_memcpy(e->saddr, ip + 12, 4);
-		__builtin_memcpy(e->daddr, ip + 16, 4);
+		e->saddr[0] = ld32(ip + 12);
+		e->daddr[0] = ld32(ip + 16);
 		l4off = off + ihl;
 	} else {
 		if (!(ip = pkt_hdr(skb, off, 40)))
@@ -366,8 +454,10 @@ static __noinline int icmp_related(struct __sk_buff *skb, const struct pkt *p, _
 		if ((ip[0] >> 4) != 6)
 			return 0;
 		e->proto = ip[6];
-		__builtin_memcpy(e->saddr, ip + 8, 16);
-		__builtin_memcpy(e->daddr, ip + 24, 16);
+		e->saddr[0] = ld64(ip + 8);
+		e->saddr[1] = ld64(ip + 16);
+		e->daddr[0] = ld64(ip + 24);
+		e->daddr[1] = ld64(ip + 32);
 		l4off = off + 40;
 	}
 	if (e->proto != IPPROTO_TCP && e->proto != IPPROTO_UDP && !is_icmp(e->family, e->proto))
@@ -397,12 +487,10 @@ static __always_inline void frag_key_of(struct frag_key *k, const struct pkt *p)
 }
 
 /* admit_first remembers that a first fragment passed, so its later fragments do. */
-static __always_inline void admit_first(const struct pkt *p, __u64 now, __u32 rule_id, __u8 has_rule)
+static __noinline void admit_first(const struct pkt *p, __u32 rule_id, __u32 slot, __u32 has_rule)
 {
-	if (p->frag != FRAG_FIRST)
-		return;
 	struct frag_key k = {};
-	struct frag_val v = {.last_seen = now, .rule_id = rule_id, .has_rule = has_rule};
+	struct frag_val v = {.last_seen = now_ns(), .rule_id = rule_id, .slot = slot, .has_rule = has_rule};
 	frag_key_of(&k, p);
 	bpf_map_update_elem(&frags, &k, &v, BPF_ANY);
 }
@@ -416,154 +504,357 @@ static __always_inline int later_fragment(struct __sk_buff *skb, const struct pk
 	if (!v || now - v->last_seen >= frag_timeout_ns)
 		return drop(skb, DROP_FRAGMENT);
 	v->last_seen = now;
-	if (v->has_rule)
-		count_rule(v->rule_id, skb->len);
+	if (v->has_rule) {
+		/* The slot still counts the rule unless a new policy dropped it. */
+		__u32 slot = v->slot;
+		struct rule_slot *rs = bpf_map_lookup_elem(&rule_slots, &slot);
+		if (rs && rs->used && rs->rule_id == v->rule_id)
+			count_slot(slot, skb->len);
+	}
 	return pass(skb, PASS_FRAGMENT);
 }
 
-/* The keys and result of the lookups of one packet. */
-struct lookup {
-	struct host_key hk;
-	struct lpm4_key k4;
-	struct lpm6_key k6;
-	struct group_key gk;
-	struct rule_key rk;
-	struct rule_val rv;
-	__u16 port; /* destination port, host byte order; 0 for ICMP */
+/* The rule that decides a packet. */
+struct verdict_of {
+	__u32 rule_id;
+	__u32 slot;
+	__u32 verdict;
 };
 
-/* match_ranges finds l->port among the ranges of group g (of identity), or, for a
- * group too large for the hash, in the rule trie. It returns 1 with l->rv set if a
- * range matches. */
-static __always_inline int match_ranges(const struct group_val *g, void *rules, struct lookup *l,
-					__u32 identity)
+#define NO_HIT 0xffffffff
+
+/* pfx4_find looks addr up in the IPv4 prefix table, longest prefix first. It returns
+ * the identity index, or NO_HIT. The bucket's slots are all compared, without
+ * early exits, so that the verifier meets one state per length, not one per slot. */
+static __always_inline __u32 pfx4_find(const struct gen_meta *m, __u32 base, __u32 addr)
 {
-	__u32 n = g->n;
+	__u32 n = m->nlen4, found = NO_HIT;
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < PFX_LENS; i++) {
+		if (i >= n)
+			break;
+		__u32 len = m->len4[i];
+		__u32 a = addr & m->m4[i];
+		__u64 want = (__u64)a | ((__u64)(len + 1) << 32);
+		__u32 k = base + (__u32)(((((__u64)a << 8) | len) * m->mul4) >> (m->shift4 & 63));
+		struct pfx4_bucket *b = bpf_map_lookup_elem(&pfx4, &k);
+		if (!b)
+			break;
+#pragma unroll
+		for (__u32 j = 0; j < PFX_BUCKET; j++) {
+			__u64 v = b->s[j];
+			if ((v & 0xffffffffffULL) == want)
+				found = v >> 40;
+		}
+		if (found != NO_HIT)
+			break;
+	}
+	return found;
+}
+
+static __always_inline __u32 pfx6_find(const struct gen_meta *m, __u32 base, __u64 a0, __u64 a1)
+{
+	__u32 n = m->nlen6, found = NO_HIT;
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < PFX_LENS; i++) {
+		if (i >= n)
+			break;
+		__u32 len = m->len6[i];
+		__u64 b0 = a0 & m->m6[i][0], b1 = a1 & m->m6[i][1];
+		__u32 k = base + (__u32)((b0 * m->mul6[0] + b1 * m->mul6[1] + len * m->mul6[2]) >> (m->shift6 & 63));
+		struct pfx6_bucket *b = bpf_map_lookup_elem(&pfx6, &k);
+		if (!b)
+			break;
+#pragma unroll
+		for (__u32 j = 0; j < PFX_BUCKET; j++) {
+			if (b->s[j].a0 == b0 && b->s[j].a1 == b1 && b->s[j].len1 == len + 1)
+				found = b->s[j].index;
+		}
+		if (found != NO_HIT)
+			break;
+	}
+	return found;
+}
+
+/* The question trie_find answers: the remote as a key of its family's trie. */
+struct trie_q {
+	__u32 gen;
+	enum sizes family; /* 4 or 6; typed so that BTF, and so Go, has enum sizes */
+	struct lpm4_key k4;
+	struct lpm6_key k6;
+};
+
+/* trie_find looks the remote up in its family's identity trie: the prefixes of
+ * lengths the hash table does not hold. A subprogram on the rarer path, whose
+ * signature also puts the tries' key types into BTF in full: clang describes types
+ * that only inner map definitions name as forward declarations, which loaders
+ * cannot size. */
+static __noinline __u32 trie_find(struct trie_q *q)
+{
+	__u32 gen = q->gen;
+	__u32 *v;
+	if (q->family == 4) {
+		void *ids = bpf_map_lookup_elem(&id4_gens, &gen);
+		if (!ids)
+			return NO_HIT;
+		v = bpf_map_lookup_elem(ids, &q->k4);
+	} else {
+		void *ids = bpf_map_lookup_elem(&id6_gens, &gen);
+		if (!ids)
+			return NO_HIT;
+		v = bpf_map_lookup_elem(ids, &q->k6);
+	}
+	return v ? *v : NO_HIT;
+}
+
+/* trie_rule finds port in the rule trie, for a group too large for ranges. */
+static __noinline int trie_rule(struct rule_key *rk, struct rule_val *out, __u32 gen)
+{
+	void *rules = bpf_map_lookup_elem(&rule_gens, &gen);
+	if (!rules)
+		return 0;
+	struct rule_val *rv = bpf_map_lookup_elem(rules, rk);
+	if (!rv)
+		return 0;
+	*out = *rv;
+	return 1;
+}
+
+/* match_group finds port among the ranges of group grp of identity iv. It returns 1
+ * with *out set if a range matches. */
+static __always_inline int match_group(__u32 grp, const struct ident_val *iv, __u8 dir, __u8 proto,
+				       __u16 port, __u32 gen, struct verdict_of *out)
+{
+	__u32 n = grp >> 24, first = gen * MAX_RANGES + (grp & 0xffffff);
 	if (n == GROUP_IN_TRIE) {
-		l->rk.identity = bpf_htonl(identity);
-		struct rule_val *rv = bpf_map_lookup_elem(rules, &l->rk);
-		if (!rv)
+		struct rule_key rk = {.prefixlen = 64, .identity = bpf_htonl(iv->identity), .dir = dir,
+				      .proto = proto, .port = bpf_htons(port)};
+		struct rule_val rv;
+		if (!trie_rule(&rk, &rv, gen))
 			return 0;
-		l->rv = *rv;
+		out->rule_id = rv.rule_id;
+		out->slot = rv.slot;
+		out->verdict = rv.verdict;
 		return 1;
 	}
-	__u16 port = l->port;
-	for (int i = 0; i < GROUP_RANGES; i++) {
-		if (i >= n || port < g->r[i].lo)
-			return 0;
-		if (port <= g->r[i].hi) {
-			l->rv.rule_id = g->r[i].rule_id;
-			l->rv.verdict = g->r[i].verdict;
-			return 1;
-		}
+	/* The last range that starts at or below port, by binary search (at most four
+	 * probes for GROUP_RANGES ranges): the cost does not grow with the group. */
+	if (n == 0 || n > GROUP_RANGES)
+		return 0;
+	__u32 base = first;
+#pragma unroll
+	for (__u32 step = 0; step < 4; step++) {
+		__u32 half = n / 2;
+		if (half == 0)
+			break;
+		__u32 idx = base + half;
+		struct port_range *r = bpf_map_lookup_elem(&ranges, &idx);
+		if (r && r->lo <= port)
+			base = idx;
+		n -= half;
 	}
-	return 0;
+	struct port_range *r = bpf_map_lookup_elem(&ranges, &base);
+	if (!r || port < r->lo || port > r->hi)
+		return 0;
+	out->rule_id = r->rule_id;
+	out->slot = r->slot;
+	out->verdict = r->verdict;
+	return 1;
 }
 
-/* rule_any is match_ranges for IdentityAny's group, the fallback after a miss. A
- * subprogram of its own, on the rarer path, because its signature is what puts
- * struct lookup, struct group_val and the key types into BTF in full: clang describes
- * types that only inner map definitions name as forward declarations, which loaders
- * cannot size. */
-static __noinline int rule_any(const struct group_val *g, void *rules, struct lookup *l)
+static __always_inline __u32 proto_index(__u8 proto)
 {
-	return match_ranges(g, rules, l, IDENTITY_ANY);
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 0;
+	case IPPROTO_UDP:
+		return 1;
+	case IPPROTO_ICMP:
+		return 2;
+	}
+	return 3; /* ICMPv6: parsing let nothing else through */
 }
 
-/* lookup_rule finds the rule entry for p in the active generation. It returns
- * DROP_REASON_MAX with l->rv set, or a drop reason. */
-static __always_inline int lookup_rule(const struct pkt *p, __u8 dir, struct lookup *l)
+/* The result of rule_for: found, verdict, counter slot, rule id; or no policy. */
+#define RULE_FOUND (1ULL << 63)
+#define RULE_NO_POLICY (1ULL << 62)
+#define RULE_ACCEPT (1ULL << 48)
+
+/* The question to rule_for: the remote's family, the direction, protocol and port. */
+#define Q_PORT(q) ((q) & 0xffff)
+#define Q_PROTO(q) (((q) >> 16) & 0xff)
+#define Q_DIR(q) (((q) >> 24) & 1)
+#define Q_V6(q) (((q) >> 25) & 1)
+
+/* rule_for finds the rule entry for a packet in the active generation: the remote
+ * address (a0: an IPv4 address, or the first half of an IPv6 one; a1 the second
+ * half) and the question q. It returns RULE_FOUND | verdict | slot << 32 | rule id,
+ * 0 for no rule, or RULE_NO_POLICY. Inlined: a call of a subprogram costs more than
+ * all its lookups. */
+static __always_inline __u64 rule_for(__u64 a0, __u64 a1, __u32 q)
 {
 	__u32 zero = 0;
 	struct policy_state *st = bpf_map_lookup_elem(&policy_state, &zero);
 	if (!st)
-		return DROP_NO_POLICY;
+		return RULE_NO_POLICY;
 	__u32 gen = st->active & 1; /* the one read of the selector */
-	void *hosts = bpf_map_lookup_elem(&host_gens, &gen);
-	void *ids = bpf_map_lookup_elem(p->family == 4 ? (void *)&id4_gens : (void *)&id6_gens, &gen);
-	void *groups = bpf_map_lookup_elem(&group_gens, &gen);
-	void *rules = bpf_map_lookup_elem(&rule_gens, &gen);
-	if (!hosts || !ids || !groups || !rules)
-		return DROP_NO_POLICY;
+	struct gen_meta *m = bpf_map_lookup_elem(&meta, &gen);
+	if (!m)
+		return RULE_NO_POLICY;
 
-	/* A host prefix is the longest there is, so a hit in the host hash is the
-	 * answer; the tries hold only the shorter prefixes. */
-	const __u8 *remote = dir == DIR_INGRESS ? p->saddr : p->daddr;
-	__u32 identity = IDENTITY_WORLD;
-	l->hk.family = p->family;
-	__builtin_memcpy(l->hk.addr, remote, 16);
-	__u32 *idv = bpf_map_lookup_elem(hosts, &l->hk);
-	if (!idv) {
-		if (p->family == 4) {
-			l->k4.prefixlen = 32;
-			__builtin_memcpy(l->k4.addr, remote, 4);
-			idv = bpf_map_lookup_elem(ids, &l->k4);
-		} else {
-			l->k6.prefixlen = 128;
-			__builtin_memcpy(l->k6.addr, remote, 16);
-			idv = bpf_map_lookup_elem(ids, &l->k6);
+	__u32 index;
+	if (!Q_V6(q)) {
+		index = pfx4_find(m, gen * PFX4_BUCKETS, (__u32)a0);
+		if (index == NO_HIT && m->trie4) {
+			struct trie_q tq = {.gen = gen, .family = 4, .k4.prefixlen = 32};
+			__builtin_memcpy(tq.k4.addr, &a0, 4);
+			index = trie_find(&tq);
+		}
+	} else {
+		index = pfx6_find(m, gen * PFX6_BUCKETS, a0, a1);
+		if (index == NO_HIT && m->trie6) {
+			struct trie_q tq = {.gen = gen, .family = 6, .k6.prefixlen = 128};
+			__builtin_memcpy(tq.k6.addr, &a0, 8);
+			__builtin_memcpy(tq.k6.addr + 8, &a1, 8);
+			index = trie_find(&tq);
 		}
 	}
-	if (idv)
-		identity = *idv;
+	if (index == NO_HIT)
+		index = m->world;
 
-	l->port = p->rule_port;
-	l->gk.dir = dir;
-	l->gk.proto = p->proto;
-	l->rk.prefixlen = 64;
-	l->rk.dir = dir;
-	l->rk.proto = p->proto;
-	l->rk.port = bpf_htons(p->rule_port);
-	l->gk.identity = identity;
-	struct group_val *g = bpf_map_lookup_elem(groups, &l->gk);
-	if (g && match_ranges(g, rules, l, identity))
-		return DROP_REASON_MAX;
-	l->gk.identity = IDENTITY_ANY;
-	g = bpf_map_lookup_elem(groups, &l->gk);
-	if (g && rule_any(g, rules, l))
-		return DROP_REASON_MAX;
-	return DROP_NO_RULE;
+	__u8 dir = Q_DIR(q), proto = Q_PROTO(q);
+	__u16 port = Q_PORT(q);
+	__u32 pi = proto_index(proto);
+	struct verdict_of v;
+	index += gen * MAX_IDENTS;
+	struct ident_val *iv = bpf_map_lookup_elem(&idents, &index);
+	if (iv) {
+		__u32 grp = iv->grp[dir & 1][pi & 3];
+		if (grp && match_group(grp, iv, dir, proto, port, gen, &v))
+			goto found;
+	}
+	index = gen * MAX_IDENTS + m->any;
+	iv = bpf_map_lookup_elem(&idents, &index);
+	if (iv) {
+		__u32 grp = iv->grp[dir & 1][pi & 3];
+		if (grp && match_group(grp, iv, dir, proto, port, gen, &v))
+			goto found;
+	}
+	return 0;
+found:
+	return RULE_FOUND | (v.verdict == VERDICT_ACCEPT ? RULE_ACCEPT : 0) | ((__u64)(v.slot & 0xffff) << 32) | v.rule_id;
+}
+
+/* What conntrack says about a packet's flow. */
+#define FLOW_NONE 0    /* no live entry */
+#define FLOW_FORWARD 1 /* same direction and side as the opening packet */
+#define FLOW_REPLY 2   /* the other direction and side */
+#define FLOW_OTHER 3   /* a live entry, neither */
+
+static __always_inline int flow_state(__u8 odir, __u8 osrc, __u8 dir, int src_is_a)
+{
+	if (odir != dir && osrc != src_is_a)
+		return FLOW_REPLY;
+	if (odir == dir && osrc == src_is_a)
+		return FLOW_FORWARD;
+	return FLOW_OTHER;
 }
 
 /* decide judges a parsed, unfragmented or first-fragment packet: a conntrack reply
  * passes; otherwise the active generation's rules decide, and an accepted packet opens
- * or refreshes its flow. */
+ * or refreshes its flow.
+ *
+ * The flow's state comes from the flow cache if this CPU found the flow live in
+ * conntrack less than FLOW_WINDOW_J ago (a live entry stays live that long: its
+ * timeout is longer, see FLOW_MIN_TIMEOUT_NS); else from conntrack if the hint says
+ * the flow may be there; else the flow is not tracked. */
 static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir)
 {
-	struct ct_key ck = {};
-	int src_is_a = ct_key_of(&ck, p);
-	struct ct_val *cv = bpf_map_lookup_elem(&conntrack, &ck);
+	/* The rule first, although a reply does not need it: finding it has no side
+	 * effects, and the verifier checks it once rather than once for every state of
+	 * the flow below. */
+	const __u64 *remote = dir == DIR_INGRESS ? p->saddr : p->daddr;
+	__u32 q = p->rule_port | (__u32)p->proto << 16 | (__u32)dir << 24 | (__u32)(p->family == 6) << 25;
+	__u64 r = rule_for(remote[0], remote[1], q);
+
+	struct flow f;
+	flow_of(&f, p);
+	__u64 h = flow_hash(&f);
+	__u32 nowj = now_j();
+	__u32 hslot = (h >> 16) & (HINT_SLOTS - 1);
+	__u32 fslot = h >> (64 - 10);
+	int use_cache = ct_timeout_tcp_ns >= FLOW_MIN_TIMEOUT_NS && ct_timeout_other_ns >= FLOW_MIN_TIMEOUT_NS;
+	struct flow_slot *fs = NULL;
+	struct ct_val *cv = NULL;
+	struct ct_key ck;
 	__u64 now = 0;
-	int live = 0;
-	if (cv) {
-		now = now_ns();
-		live = ct_live(cv, p->proto, now);
+	int state = FLOW_NONE, cached = 0;
+
+	if (use_cache)
+		fs = bpf_map_lookup_elem(&flow_cache, &fslot);
+	if (fs && fs->stamp && nowj - fs->stamp < FLOW_WINDOW_J && flow_is(&fs->k, &f)) {
+		cached = 1;
+		state = flow_state(fs->dir, fs->src_is_a, dir, f.src_is_a);
+	} else {
+		__u32 *hint = bpf_map_lookup_elem(&ct_hint, &hslot);
+		if (hint && *hint && nowj - *hint < hint_window()) {
+			flow_key(&ck, &f);
+			cv = bpf_map_lookup_elem(&conntrack, &ck);
+		}
+		if (cv) {
+			now = now_ns();
+			if (ct_live(cv, p->proto, now)) {
+				state = flow_state(cv->dir, cv->src_is_a, dir, f.src_is_a);
+				if (fs) {
+					flow_key(&fs->k, &f);
+					fs->stamp = nowj;
+					fs->dir = cv->dir;
+					fs->src_is_a = cv->src_is_a;
+				}
+			}
+		}
 	}
-	if (live && cv->dir != dir && cv->src_is_a != src_is_a) {
-		if (now - cv->last_seen > CT_REFRESH_NS)
+
+	if (state == FLOW_REPLY) {
+		if (!cached && now - cv->last_seen > CT_REFRESH_NS) {
 			cv->last_seen = now;
-		admit_first(p, now, 0, 0);
+			hint_write(hslot, nowj);
+		}
+		if (p->frag == FRAG_FIRST)
+			admit_first(p, 0, 0, 0);
 		return pass(skb, PASS_REPLY);
 	}
 
-	struct lookup l = {};
-	int reason = lookup_rule(p, dir, &l);
-	if (reason != DROP_REASON_MAX)
-		return drop(skb, reason);
-	count_rule(l.rv.rule_id, skb->len);
-	if (l.rv.verdict != VERDICT_ACCEPT)
+	if (r & RULE_NO_POLICY)
+		return drop(skb, DROP_NO_POLICY);
+	if (!(r & RULE_FOUND))
+		return drop(skb, DROP_NO_RULE);
+	__u32 rule_id = (__u32)r, slot = (r >> 32) & 0xffff;
+	count_slot(slot, skb->len);
+	if (!(r & RULE_ACCEPT))
 		return drop(skb, DROP_DENY_RULE);
-	if (!now)
-		now = now_ns();
 
-	if (live && cv->dir == dir && cv->src_is_a == src_is_a) {
-		if (now - cv->last_seen > CT_REFRESH_NS)
+	if (state == FLOW_FORWARD) {
+		if (!cached && now - cv->last_seen > CT_REFRESH_NS) {
 			cv->last_seen = now;
-	} else if (!live) {
-		struct ct_val nv = {.last_seen = now, .dir = dir, .src_is_a = src_is_a};
-		bpf_map_update_elem(&conntrack, &ck, &nv, BPF_ANY);
+			hint_write(hslot, nowj);
+		}
+	} else if (state == FLOW_NONE) {
+		if (!now)
+			now = now_ns();
+		struct ct_val nv = {.last_seen = now, .dir = dir, .src_is_a = f.src_is_a};
+		/* The hint first: a CPU that sees the entry sees the hint. */
+		hint_write(hslot, nowj);
+		flow_key(&ck, &f);
+		if (bpf_map_update_elem(&conntrack, &ck, &nv, BPF_ANY) == 0 && fs) {
+			flow_key(&fs->k, &f);
+			fs->stamp = nowj;
+			fs->dir = dir;
+			fs->src_is_a = f.src_is_a;
+		}
 	}
-	admit_first(p, now, l.rv.rule_id, 1);
+	if (p->frag == FRAG_FIRST)
+		admit_first(p, rule_id, slot, 1);
 	return pass(skb, PASS_RULE);
 }
 
@@ -608,7 +899,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (off && p.family == 6 && p.icmp_type >= 133 && p.icmp_type <= 137)
 			return pass(skb, PASS_L2);
 		if (icmp_is_error(p.family, p.icmp_type) && icmp_related(skb, &p, dir)) {
-			admit_first(&p, now_ns(), 0, 0);
+			if (p.frag == FRAG_FIRST)
+				admit_first(&p, 0, 0, 0);
 			return pass(skb, PASS_RELATED);
 		}
 	}

@@ -56,8 +56,20 @@ enum verdict {
 	VERDICT_ACCEPT = 1,
 };
 
-/* The most rule ids one node's policy may use. */
-#define MAX_RULES 16384
+/* The sizes of the fixed maps and tables. */
+enum sizes {
+	MAX_RULES = 16384,   /* rule ids, and so counter slots, of one policy */
+	PFX4_BUCKETS = 16384, /* buckets of the IPv4 prefix hash table */
+	PFX6_BUCKETS = 8192, /* buckets of the IPv6 prefix hash table */
+	PFX_BUCKET = 8,	     /* prefixes a bucket holds */
+	PFX_LENS = 8,	     /* prefix lengths per family in the hash tables */
+	MAX_IDENTS = 16384,  /* identities with rule entries, of one policy */
+	MAX_RANGES = 65536,  /* port ranges of the groups not in the rule trie */
+	GROUP_RANGES = 16,   /* ranges a group may have outside the rule trie */
+	GROUP_IN_TRIE = 255, /* a group's range count when its ranges are in the trie */
+	FLOW_SLOTS = 1024,   /* per-CPU flow cache */
+	HINT_SLOTS = 65536,  /* conntrack hint */
+};
 
 #define IDENTITY_WORLD 0
 #define IDENTITY_ANY 0xffffffff
@@ -72,15 +84,63 @@ struct lpm6_key {
 	__u8 addr[16];
 };
 
-/* A host address (an IPv4 /32 or IPv6 /128 prefix): looked up by hash, before the
- * tries, which hold the shorter prefixes only. IPv4 fills the first 4 bytes. */
-struct host_key {
-	__u32 family; /* 4 or 6 */
-	__u8 addr[16];
+/* One generation's parameters (meta[generation]).
+ *
+ * Identities: the prefixes of the PFX_LENS (or fewer) longest prefix lengths of a
+ * family are in that family's hash table (pfx4, pfx6), the others in its
+ * LPM trie (id4_gens, id6_gens). A lookup masks the address for each hashed length,
+ * longest first, and compares it with every prefix of the bucket its hash names
+ * (a prefix is always in its own bucket); no hit, then the trie if it holds
+ * anything, else the world. Addresses and masks are the raw bytes of the address
+ * read as little-endian words. */
+struct gen_meta {
+	__u64 mul4;	 /* IPv4 bucket: (addr << 8 | len) * mul4 >> shift4 */
+	__u64 mul6[3];	 /* IPv6 bucket: (a0 * mul6[0] + a1 * mul6[1] + len * mul6[2]) >> shift6 */
+	__u32 pad0[2];
+	__u8 shift4;	 /* 64 - log2(buckets in use) */
+	__u8 shift6;
+	__u8 nlen4;	 /* prefix lengths in the hash table */
+	__u8 nlen6;
+	__u8 trie4;	 /* the trie holds prefixes */
+	__u8 trie6;
+	__u8 len4[PFX_LENS]; /* longest first */
+	__u8 len6[PFX_LENS];
+	__u8 pad[2];
+	__u32 m4[PFX_LENS];	  /* the masks of len4 */
+	__u64 m6[PFX_LENS][2];	  /* the masks of len6 */
+	__u32 world;	 /* identity index of policy.IdentityWorld: an address no prefix holds */
+	__u32 any;	 /* identity index of policy.IdentityAny: the fallback */
 };
 
-/* The rule trie's key (groups too large for the group hash). Data bits, in order: identity (32), dir (8), proto (8), port
- * (16); prefixlen is 48 + the port prefix length. identity and port are big-endian. */
+/* A bucket of the IPv4 prefix table: per prefix addr | (len + 1) << 32 | index << 40
+ * (index: of its identity's record); 0: empty. */
+struct pfx4_bucket {
+	__u64 s[PFX_BUCKET];
+};
+
+struct pfx6_slot {
+	__u64 a0; /* the masked address */
+	__u64 a1;
+	__u32 len1; /* prefix length + 1; 0: empty slot */
+	__u32 index;
+};
+
+struct pfx6_bucket {
+	struct pfx6_slot s[PFX_BUCKET];
+};
+
+/* An identity with rule entries, at its index in idents (index 0: none). The
+ * groups, per direction and protocol (TCP, UDP, ICMP, ICMPv6), are
+ * first range | count << 24: count ranges from first in ranges, 0: none,
+ * GROUP_IN_TRIE: in the rule trie. */
+struct ident_val {
+	__u32 identity;
+	__u32 grp[2][4];
+};
+
+/* The rule trie's key (groups with more than GROUP_RANGES ranges). Data bits, in
+ * order: identity (32), dir (8), proto (8), port (16); prefixlen is 48 + the port
+ * prefix length. identity and port are big-endian. */
 struct rule_key {
 	__u32 prefixlen;
 	__be32 identity;
@@ -89,41 +149,33 @@ struct rule_key {
 	__be16 port;
 };
 
-/* The port ranges of one (identity, direction, protocol), found by hash and scanned:
- * a lookup costs the same however many rules there are. A group with more than
- * GROUP_RANGES ranges has n == GROUP_IN_TRIE; its entries are in the rule trie. */
-#define GROUP_RANGES 16
-#define GROUP_IN_TRIE 0xffffffff
-
-struct group_key {
-	__u32 identity;
-	__u8 dir;
-	__u8 proto;
-	__u16 pad;
-};
-
+/* A group's ranges are ascending and disjoint. */
 struct port_range {
 	__u16 lo; /* inclusive, host byte order */
 	__u16 hi;
 	__u32 rule_id;
+	__u16 slot; /* counter slot of rule_id */
 	__u8 verdict;
-	__u8 pad[3];
-};
-
-struct group_val {
-	__u32 n; /* ranges in r, ascending and disjoint; or GROUP_IN_TRIE */
-	struct port_range r[GROUP_RANGES];
+	__u8 pad;
 };
 
 struct rule_val {
 	__u32 rule_id;
+	__u16 slot;
 	__u8 verdict;
-	__u8 pad[3];
+	__u8 pad;
 };
 
-/* A flow, in canonical order: (addr_a, port_a) <= (addr_b, port_b). IPv4 addresses
- * fill the first 4 bytes. Ports are in network byte order; ICMP echo carries the
- * identifier as the requester's port and 0 as the responder's. */
+/* Which rule a counter slot counts; written by the loader only. */
+struct rule_slot {
+	__u32 rule_id;
+	__u32 used;
+};
+
+/* A flow, in canonical order: side a is the one whose address (then port), read as
+ * little-endian words, is smaller. IPv4 addresses fill the first 4 bytes. Ports
+ * are in network byte order; ICMP echo carries the identifier as the requester's
+ * port and 0 as the responder's. */
 struct ct_key {
 	__u8 family;
 	__u8 proto;
@@ -132,13 +184,23 @@ struct ct_key {
 	__u16 pad;
 	__u8 addr_a[16];
 	__u8 addr_b[16];
-};
+} __attribute__((aligned(8)));
 
 struct ct_val {
 	__u64 last_seen; /* bpf_ktime_get_coarse_ns */
 	__u8 dir;	 /* enum direction of the packet that opened the flow */
 	__u8 src_is_a;	 /* that packet's source was (addr_a, port_a) */
 	__u8 pad[6];
+};
+
+/* A flow this CPU recently found live in conntrack, with the direction and side
+ * of its opening packet. */
+struct flow_slot {
+	struct ct_key k;
+	__u32 stamp; /* jiffies | 1 when conntrack last confirmed it; 0: empty */
+	__u8 dir;
+	__u8 src_is_a;
+	__u8 pad[2];
 };
 
 struct frag_key {
@@ -153,8 +215,9 @@ struct frag_key {
 struct frag_val {
 	__u64 last_seen;
 	__u32 rule_id;
+	__u16 slot;
 	__u8 has_rule; /* rule_id is the accepting rule (not a reply) */
-	__u8 pad[3];
+	__u8 pad;
 };
 
 struct counter {
@@ -170,12 +233,6 @@ struct policy_state {
 	__u8 digest[32];  /* SHA-256 of the active generation's content */
 };
 
-#define HOST_HASH_DEF \
-	__uint(type, BPF_MAP_TYPE_HASH); \
-	__uint(max_entries, 1); \
-	__type(key, struct host_key); \
-	__type(value, __u32);
-
 #define ID4_TRIE_DEF \
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
 	__uint(max_entries, 1); \
@@ -190,18 +247,21 @@ struct policy_state {
 	__type(value, __u32); \
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 
-#define GROUP_HASH_DEF \
-	__uint(type, BPF_MAP_TYPE_HASH); \
-	__uint(max_entries, 1); \
-	__type(key, struct group_key); \
-	__type(value, struct group_val);
-
 #define RULE_TRIE_DEF \
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE); \
 	__uint(max_entries, 1); \
 	__type(key, struct rule_key); \
 	__type(value, struct rule_val); \
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+
+#define GENS(name, def) \
+	struct { \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS); \
+		__uint(max_entries, 2); \
+		__type(key, __u32); \
+		__uint(pinning, LIBBPF_PIN_BY_NAME); \
+		__array(values, struct { def }); \
+	} name SEC(".maps")
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -211,45 +271,54 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } policy_state SEC(".maps");
 
+/* The tables of the two generations: generation g uses meta[g] and the g-th half of
+ * the others. Plain arrays, so that the verifier inlines every lookup; the loader
+ * writes the inactive half. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2);
 	__type(key, __u32);
+	__type(value, struct gen_meta);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct { HOST_HASH_DEF });
-} host_gens SEC(".maps");
+} meta SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 2);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * PFX4_BUCKETS);
 	__type(key, __u32);
+	__type(value, struct pfx4_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct { ID4_TRIE_DEF });
-} id4_gens SEC(".maps");
+} pfx4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 2);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * PFX6_BUCKETS);
 	__type(key, __u32);
+	__type(value, struct pfx6_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct { ID6_TRIE_DEF });
-} id6_gens SEC(".maps");
+} pfx6 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 2);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MAX_IDENTS);
 	__type(key, __u32);
+	__type(value, struct ident_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct { GROUP_HASH_DEF });
-} group_gens SEC(".maps");
+} idents SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 2);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MAX_RANGES);
 	__type(key, __u32);
+	__type(value, struct port_range);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct { RULE_TRIE_DEF });
-} rule_gens SEC(".maps");
+} ranges SEC(".maps");
+
+/* The tries, which only policies with many prefix lengths or large groups use, are
+ * inner maps of the two slots of ARRAY_OF_MAPS maps. */
+GENS(id4_gens, ID4_TRIE_DEF);
+GENS(id6_gens, ID6_TRIE_DEF);
+GENS(rule_gens, RULE_TRIE_DEF);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -259,6 +328,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+/* The conntrack hint: per slot (a hash of the flow), jiffies | 1 when a conntrack
+ * entry of a flow of that slot was last written. A slot not written within the
+ * longest conntrack timeout has no live flow, and a packet of it needs no conntrack
+ * lookup. Pinned with conntrack: a restart keeps both. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HINT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_hint SEC(".maps");
+
+/* The per-CPU flow cache: spares a packet of a flow this CPU saw live within
+ * about a second the conntrack lookup. Not pinned: a new program starts empty. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_slot);
+} flow_cache SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -267,16 +357,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
-/* Preallocated: a busy CPU never fails to count, and the loader can create the
- * counters of a large policy in one go (no-prealloc per-CPU elements come from a cache
- * that bulk updates from user space exhaust). */
+/* Per-rule packets and bytes, by counter slot; rule_slots says which rule a slot
+ * counts. The loader assigns slots, so that a rule keeps its counter across
+ * policies. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_RULES);
-	__type(key, __u32); /* rule id */
+	__type(key, __u32);
 	__type(value, struct counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rule_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct rule_slot);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rule_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -19,21 +19,45 @@
 //     travelled the other way passes ("related"). A quoted IPv6 packet must carry
 //     its transport header right after the IPv6 header to be recognised.
 //  4. A packet that travels against a tracked flow (a reply) passes ("reply").
-//  5. Otherwise the remote address is looked up among the host prefixes (/32, /128)
-//     and then in the identity trie of its family (longest prefix; no match is
-//     policy.IdentityWorld). The destination port (0 for ICMP) is then looked up
-//     among the port ranges of (identity, direction, protocol), and if none matches,
-//     among those of (policy.IdentityAny, direction, protocol). No range: dropped
-//     ("no_rule"); a deny range: dropped ("deny_rule"); an accept range: passes and
-//     opens or refreshes the flow in the conntrack map.
+//  5. Otherwise the remote address's identity is the one of the longest prefix
+//     holding it (no prefix: policy.IdentityWorld), and the destination port (0
+//     for ICMP) is looked up among the port ranges of (identity, direction,
+//     protocol), and if none matches, among those of (policy.IdentityAny,
+//     direction, protocol). No range: dropped ("no_rule"); a deny range: dropped
+//     ("deny_rule"); an accept range: passes and opens or refreshes the flow in the
+//     conntrack map.
 //
 // Forward packets of a tracked flow are judged by the rules every time, so a new
 // policy that denies a flow stops it at once; only replies ride on the flow.
 // Conntrack is an LRU hash keyed by the flow in canonical order (family, protocol,
 // both addresses and ports); an entry admits replies for 6 hours after its last
-// packet for TCP and 60 seconds for other protocols (coarse kernel time, so a few
-// milliseconds more). ICMP echo requests and replies are tracked by their identifier.
-// There is no TCP state machine.
+// packet for TCP and 60 seconds for other protocols (coarse kernel time; an entry
+// is refreshed at most once a second, and not by the packets the flow cache below
+// vouches for, so an idle flow may expire up to 3.5 seconds early). ICMP echo
+// requests and replies are tracked by their identifier. There is no TCP state
+// machine.
+//
+// # Cost
+//
+// The programs avoid helper calls and subprogram calls on the common paths, which
+// cost 10-50 ns each on CPUs with return-stack mitigations, against about 1 ns for
+// a lookup in an array map, which the verifier inlines. The prefixes are in hash
+// tables of our own in arrays (see Maps), the rules are found by binary search
+// among at most 16 ranges, counters are per-CPU arrays, and two caches keep most
+// packets away from the conntrack hash:
+//
+//   - The flow cache (per CPU, 1024 flows, not pinned) remembers for about a second
+//     (250 jiffies: 0.25 s at HZ=1000, 2.5 s at HZ=100) that conntrack held a flow
+//     live, and in which direction it opened. Packets of such a flow skip the
+//     conntrack lookup and refresh. It is used only when both conntrack timeouts
+//     are at least 5 seconds.
+//   - The conntrack hint (65536 slots, pinned with conntrack) holds, per hash of a
+//     flow, when an entry of a flow with that hash was last written (jiffies). A
+//     packet whose slot was not written within the longest conntrack timeout has
+//     no live flow and skips the conntrack lookup: unsolicited and denied traffic
+//     costs no hash lookup. The hint assumes HZ of at most 1907 (Linux allows
+//     1000 at most). Once more flows than slots were opened within the longest
+//     timeout, most slots say "maybe" and packets look conntrack up as before.
 //
 // # Fragments and malformed packets
 //
@@ -57,24 +81,41 @@
 //
 // # Maps and the generation switch
 //
-// Identities (host prefixes in a hash, shorter prefixes in one LPM trie per family)
-// and rules exist in two generations, the two slots of ARRAY_OF_MAPS maps
-// (host_gens, id4_gens, id6_gens, group_gens, rule_gens). The rules of one
-// (identity, direction, protocol) are a group: up to 16 disjoint port ranges in one
-// hash entry, scanned in order, so a verdict costs the same for 10 rules or 10,000;
-// a group with more ranges is marked in the hash and kept in an LPM trie keyed by
-// identity, direction, protocol and a port prefix (the loader splits each range into
-// prefixes). policy_state holds the active slot, which a packet reads once. Set
-// writes the new policy into fresh maps, puts them into the inactive slot, flips the
-// active slot with one update, and waits until no packet still uses the old
-// generation: a packet is judged by one policy, never by a mixture.
-// policy_state also keeps the version and a digest of the content, so that Set after
-// a restart knows what is already enforced.
+// A policy is a generation of tables. meta holds each generation's parameters;
+// pfx4, pfx6, idents and ranges are arrays whose halves hold the two generations;
+// id4_gens, id6_gens and rule_gens hold the two generations' tries in the slots of
+// ARRAY_OF_MAPS maps.
 //
-// rule_counters (per-CPU hash by rule id, preallocated for 16384 rule ids: Set
-// refuses a policy with more) counts the packets and bytes each rule decided, accept
-// or deny; drop_counters and pass_counters (per-CPU arrays) count
-// by reason ([DropReasons], [PassReasons]).
+//   - Prefixes: of each family, the prefixes of the (at most 8) longest prefix
+//     lengths go into a hash table (pfx4: 16384 buckets, pfx6: 8192, of 8 prefixes
+//     each), as many as it holds at one prefix per bucket; a packet's address is
+//     masked and looked up for each of those lengths, longest first, and then, if
+//     none holds it, in the family's LPM trie, which holds the other prefixes (the
+//     programs skip the trie when it is empty). The loader picks hash multipliers
+//     until no bucket overflows, or gives the shortest hashed length to the trie.
+//   - Identities: each prefix names the record (idents) of its identity: per
+//     direction and protocol, where the group's port ranges start in ranges and how
+//     many there are. A group has at most 16 ranges there; a group with more is
+//     marked and kept in an LPM trie keyed by identity, direction, protocol and a
+//     port prefix (the loader splits each range into prefixes), so a verdict costs
+//     the same for 10 rules or 10,000. At most 16383 identities with rule entries
+//     and 65536 ranges (then the trie) per policy.
+//
+// policy_state holds the active generation, which a packet reads once. Set writes
+// the new policy into the inactive generation (the halves of the arrays, fresh
+// tries), waits for an RCU grace period (which orders those writes before the
+// switch on every CPU), flips the active generation with one update, and waits for
+// another grace period, after which no packet still uses the old generation: a
+// packet is judged by one policy, never by a mixture. policy_state also keeps the
+// version and a digest of the content, so that Set after a restart knows what is
+// already enforced.
+//
+// rule_counters (a per-CPU array of 16384 counter slots: Set refuses a policy with
+// more rule ids) counts the packets and bytes each rule decided, accept or deny;
+// rule_slots says which rule each slot counts. A rule keeps its slot, and so its
+// counts, across policies; the slot of a rule a new policy drops is cleared after
+// the switch. drop_counters and pass_counters (per-CPU arrays) count by reason
+// ([DropReasons], [PassReasons]).
 //
 // # Pinning and restarts
 //

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -61,6 +62,22 @@ type Enforcer struct {
 	objs    policyObjects
 	hooks   [2]hook // ingress, egress
 	reused  bool    // the maps came from an earlier Open's pins
+	ncpu    int
+
+	// The counter slots in use (rule_slots): by rule id, and which are taken.
+	slotOf map[uint32]uint16
+	taken  []bool
+	// What each generation's half of the tables holds, as far as this Enforcer
+	// wrote it; nil: unknown (maps reused from pins), so the next write clears all.
+	halves [2]*written
+}
+
+// written is what install wrote into one half of the tables: what the next write
+// of that half must clear.
+type written struct {
+	pfx4, pfx6     []uint32 // buckets
+	idents, ranges int      // elements from the start
+	tries          [3]bool  // the trie of the slot has entries (id4, id6, rule)
 }
 
 // Open loads the policy programs for opts.Interface and attaches them at its TC
@@ -103,6 +120,9 @@ func Open(opts Options) (*Enforcer, error) {
 		return nil, fmt.Errorf("bpfpolicy: %w", err)
 	}
 	e.iface, e.ifindex, e.reused = opts.Interface, ifc.Index, statErr == nil
+	if e.reused {
+		e.halves = [2]*written{} // written by an earlier Enforcer: unknown
+	}
 	if err := e.attach(opts.forceClsact); err != nil {
 		e.closeHooks()
 		e.objs.Close()
@@ -121,7 +141,7 @@ func load(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) (*Enforcer
 			m.Pinning = ebpf.PinNone
 		}
 	}
-	e := &Enforcer{pinDir: pinDir, log: log, spec: spec}
+	e := &Enforcer{pinDir: pinDir, log: log, spec: spec, halves: [2]*written{{}, {}}}
 	err := spec.LoadAndAssign(&e.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("the maps pinned in %s were made by another version (Remove them to start afresh): %w", pinDir, err)
@@ -133,7 +153,35 @@ func load(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) (*Enforcer
 		e.objs.Close()
 		return nil, err
 	}
+	if err := e.loadSlots(); err != nil {
+		e.objs.Close()
+		return nil, err
+	}
 	return e, nil
+}
+
+// loadSlots reads which rule each counter slot counts, as an earlier Enforcer on the
+// same pins left it.
+func (e *Enforcer) loadSlots() error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("counting CPUs: %w", err)
+	}
+	e.ncpu, e.slotOf, e.taken = ncpu, map[uint32]uint16{}, make([]bool, maxRuleIDs)
+	keys := make([]uint32, maxRuleIDs)
+	vals := make([]policyRuleSlot, maxRuleIDs)
+	var cursor ebpf.MapBatchCursor
+	n, err := e.objs.RuleSlots.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("reading the counter slots: %w", err)
+	}
+	for i := range n {
+		if vals[i].Used != 0 && keys[i] < uint32(maxRuleIDs) {
+			e.slotOf[vals[i].RuleId] = uint16(keys[i])
+			e.taken[keys[i]] = true
+		}
+	}
+	return nil
 }
 
 // loadSpec returns the collection spec with its load-time constants set.
@@ -156,7 +204,7 @@ func loadSpec(l2 bool) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// genMap is one map of a generation: its outer map (two slots) and, for install,
+// genMap is one trie of a generation: its outer map (two slots) and, for install,
 // how many entries its inner map gets and how they are written.
 type genMap struct {
 	outer *ebpf.Map
@@ -165,51 +213,33 @@ type genMap struct {
 	fill  func(*ebpf.Map) error
 }
 
-// genMaps returns the maps of a generation, filled from g if it is not nil.
+// genMaps returns the tries of a generation, filled from g if it is not nil.
 func (e *Enforcer) genMaps(g *generation) []genMap {
 	ms := []genMap{
-		{outer: e.objs.HostGens, name: policyMapHostGens},
 		{outer: e.objs.Id4Gens, name: policyMapId4Gens},
 		{outer: e.objs.Id6Gens, name: policyMapId6Gens},
-		{outer: e.objs.GroupGens, name: policyMapGroupGens},
 		{outer: e.objs.RuleGens, name: policyMapRuleGens},
 	}
 	if g == nil {
 		return ms
 	}
-	ms[0].n, ms[0].fill = len(g.Hosts), func(m *ebpf.Map) error {
-		for _, en := range g.Hosts {
-			if err := m.Put(&en.Key, en.Identity); err != nil {
-				return fmt.Errorf("writing identity of host %x: %w", en.Key.Addr, err)
-			}
-		}
-		return nil
-	}
-	ms[1].n, ms[1].fill = len(g.V4), func(m *ebpf.Map) error {
+	ms[0].n, ms[0].fill = len(g.V4), func(m *ebpf.Map) error {
 		for _, en := range g.V4 {
-			if err := m.Put(&en.Key, en.Identity); err != nil {
+			if err := m.Put(&en.Key, en.Index); err != nil {
 				return fmt.Errorf("writing identity of %v/%d: %w", en.Key.Addr, en.Key.Prefixlen, err)
 			}
 		}
 		return nil
 	}
-	ms[2].n, ms[2].fill = len(g.V6), func(m *ebpf.Map) error {
+	ms[1].n, ms[1].fill = len(g.V6), func(m *ebpf.Map) error {
 		for _, en := range g.V6 {
-			if err := m.Put(&en.Key, en.Identity); err != nil {
+			if err := m.Put(&en.Key, en.Index); err != nil {
 				return fmt.Errorf("writing identity of %x/%d: %w", en.Key.Addr, en.Key.Prefixlen, err)
 			}
 		}
 		return nil
 	}
-	ms[3].n, ms[3].fill = len(g.Groups), func(m *ebpf.Map) error {
-		for _, en := range g.Groups {
-			if err := m.Put(&en.Key, &en.Val); err != nil {
-				return fmt.Errorf("writing the ranges of identity %d: %w", en.Key.Identity, err)
-			}
-		}
-		return nil
-	}
-	ms[4].n, ms[4].fill = len(g.Rules), func(m *ebpf.Map) error {
+	ms[2].n, ms[2].fill = len(g.Rules), func(m *ebpf.Map) error {
 		for _, en := range g.Rules {
 			if err := m.Put(&en.Key, &en.Val); err != nil {
 				return fmt.Errorf("writing rule %d: %w", en.Val.RuleId, err)
@@ -220,7 +250,114 @@ func (e *Enforcer) genMaps(g *generation) []genMap {
 	return ms
 }
 
-// newInner creates an empty map for the generation slots of outer map name, sized
+// writeHalf writes g's tables into generation gen's half of the arrays, clearing
+// what that half held before, and returns what it wrote.
+func (e *Enforcer) writeHalf(gen uint32, g *generation) (*written, error) {
+	old := e.halves[gen]
+	w := &written{idents: len(g.Idents), ranges: len(g.Ranges)}
+	if err := e.objs.Meta.Put(gen, &g.Meta); err != nil {
+		return nil, fmt.Errorf("writing the generation's parameters: %w", err)
+	}
+
+	// Buckets: the new ones, and zeros where the old ones were (all, if unknown).
+	buckets4 := map[uint32]policyPfx4Bucket{}
+	for _, en := range g.Pfx4 {
+		buckets4[en.Bucket] = en.Val
+		w.pfx4 = append(w.pfx4, en.Bucket)
+	}
+	keys4, vals4 := clearing(gen, pfx4Buckets, buckets4, old, func(o *written) []uint32 { return o.pfx4 })
+	if err := batchPut(e.objs.Pfx4, keys4, vals4, "IPv4 prefix buckets"); err != nil {
+		return nil, err
+	}
+	buckets6 := map[uint32]policyPfx6Bucket{}
+	for _, en := range g.Pfx6 {
+		buckets6[en.Bucket] = en.Val
+		w.pfx6 = append(w.pfx6, en.Bucket)
+	}
+	keys6, vals6 := clearing(gen, pfx6Buckets, buckets6, old, func(o *written) []uint32 { return o.pfx6 })
+	if err := batchPut(e.objs.Pfx6, keys6, vals6, "IPv6 prefix buckets"); err != nil {
+		return nil, err
+	}
+
+	// Identities and ranges: from the start, as far as the new or the old reach.
+	n := maxIdents
+	if old != nil {
+		n = max(len(g.Idents), old.idents)
+	}
+	idents := make([]policyIdentVal, n)
+	copy(idents, g.Idents)
+	if err := batchPut(e.objs.Idents, span(gen*uint32(maxIdents), n), idents, "identities"); err != nil {
+		return nil, err
+	}
+	n = maxRanges
+	if old != nil {
+		n = max(len(g.Ranges), old.ranges)
+	}
+	ranges := make([]policyPortRange, n)
+	copy(ranges, g.Ranges)
+	if err := batchPut(e.objs.Ranges, span(gen*uint32(maxRanges), n), ranges, "port ranges"); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// clearing returns the keys and values that write buckets into generation gen's
+// half of a table of per buckets, and zero the buckets the half held before that
+// buckets does not have (all of them if what it held is unknown).
+func clearing[V any](gen uint32, per int, buckets map[uint32]V, old *written, of func(*written) []uint32) ([]uint32, []V) {
+	var keys []uint32
+	var vals []V
+	var zero V
+	if old == nil {
+		for b := range uint32(per) {
+			keys = append(keys, gen*uint32(per)+b)
+			vals = append(vals, buckets[b])
+		}
+		return keys, vals
+	}
+	for b, v := range buckets {
+		keys = append(keys, gen*uint32(per)+b)
+		vals = append(vals, v)
+	}
+	for _, b := range of(old) {
+		if _, ok := buckets[b]; !ok {
+			keys = append(keys, gen*uint32(per)+b)
+			vals = append(vals, zero)
+		}
+	}
+	return keys, vals
+}
+
+// span returns the n keys from first.
+func span(first uint32, n int) []uint32 {
+	keys := make([]uint32, n)
+	for i := range keys {
+		keys[i] = first + uint32(i)
+	}
+	return keys
+}
+
+// indexes returns 0..n-1, the keys of an array's first n elements.
+func indexes(n int) []uint32 {
+	keys := make([]uint32, n)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	return keys
+}
+
+// batchPut writes vals at keys in one batch update (nothing if there are none).
+func batchPut[V any](m *ebpf.Map, keys []uint32, vals []V, what string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("writing %d %s: %w", len(keys), what, err)
+	}
+	return nil
+}
+
+// newInner creates an empty trie for the generation slots of outer map name, sized
 // for n entries.
 func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 	outer, ok := e.spec.Maps[name]
@@ -228,7 +365,7 @@ func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("collection has no map-in-map %s", name)
 	}
 	s := outer.InnerMap.Copy()
-	s.Name = name[:4] // host, id4_, id6_, grou, rule: the kernel's name for the inner maps
+	s.Name = name[:4] // id4_, id6_, rule: the kernel's name for the inner maps
 	s.MaxEntries = uint32(max(n, 1))
 	s.Pinning = ebpf.PinNone
 	m, err := ebpf.NewMap(s)
@@ -238,7 +375,7 @@ func (e *Enforcer) newInner(name string, n int) (*ebpf.Map, error) {
 	return m, nil
 }
 
-// fillGenerations gives every empty generation slot an empty trie, so that a fresh
+// fillGenerations gives every empty generation slot empty maps, so that a fresh
 // pin directory denies with DROP_NO_RULE rather than DROP_NO_POLICY.
 func (e *Enforcer) fillGenerations() error {
 	for _, o := range e.genMaps(nil) {
@@ -302,97 +439,189 @@ func (e *Enforcer) Set(p *policy.NodePolicy) error {
 		return fmt.Errorf("bpfpolicy: installing policy version %d: %w", g.Version, err)
 	}
 	e.log.Info("policy installed", "version", g.Version, "generation", st.Active,
-		"prefixes", len(g.Hosts)+len(g.V4)+len(g.V6), "groups", len(g.Groups), "trie_entries", len(g.Rules),
-		"rules", len(g.RuleIDs))
+		"prefixes", len(g.Pfx4)+len(g.Pfx6)+len(g.V4)+len(g.V6), "trie_prefixes", len(g.V4)+len(g.V6),
+		"identities", len(g.Idents)-1, "ranges", len(g.Ranges), "trie_entries", len(g.Rules), "rules", len(g.RuleIDs))
 	return nil
 }
 
 // install writes g into the inactive generation and switches to it; st is the
 // current state and becomes the new one.
-func (e *Enforcer) install(g *generation, st *policyPolicyState) error {
+func (e *Enforcer) install(g *generation, st *policyPolicyState) (err error) {
 	next := st.Active&1 ^ 1
-	ms := e.genMaps(g)
-	inners := make([]*ebpf.Map, len(ms))
+	fresh, err := e.ensureCounters(g.RuleIDs)
+	if err != nil {
+		return err
+	}
+	switched := false
 	defer func() {
-		for _, m := range inners {
-			if m != nil {
-				m.Close()
-			}
+		if err != nil && !switched {
+			e.releaseSlots(fresh) // the old generation never counts on them
 		}
 	}()
-	for i, gm := range ms {
+	for i := range g.Ranges {
+		g.Ranges[i].Slot = e.slotOf[g.Ranges[i].RuleId]
+	}
+	for i := range g.Rules {
+		g.Rules[i].Val.Slot = e.slotOf[g.Rules[i].Val.RuleId]
+	}
+	// A half written in part holds an unknown mixture until written again.
+	old := e.halves[next]
+	e.halves[next] = nil
+	w, err := e.writeHalf(next, g)
+	if err != nil {
+		return err
+	}
+
+	// The tries: a fresh inner map for each the new generation fills or the slot's
+	// old one did (an empty trie stays in place).
+	for i, gm := range e.genMaps(g) {
+		w.tries[i] = gm.n > 0
+		if gm.n == 0 && old != nil && !old.tries[i] {
+			continue
+		}
 		m, err := e.newInner(gm.name, gm.n)
 		if err != nil {
 			return err
 		}
-		inners[i] = m
-		if err := gm.fill(m); err != nil {
-			return err
+		err = gm.fill(m)
+		if err == nil {
+			err = gm.outer.Put(next, m)
 		}
-	}
-	if err := e.ensureCounters(g.RuleIDs); err != nil {
-		return err
-	}
-	// Every update of a map-in-map returns only after an RCU grace period, so once
-	// these return no packet still holds the inner maps they replace.
-	for i, gm := range ms {
-		if err := gm.outer.Put(next, inners[i]); err != nil {
+		m.Close()
+		if err != nil {
 			return fmt.Errorf("installing %s[%d]: %w", gm.name, next, err)
 		}
 	}
-	*st = policyPolicyState{Active: next, Version: g.Version, Digest: g.Digest}
-	if err := e.objs.PolicyState.Put(uint32(0), st); err != nil {
+	// Every update of a map-in-map returns only after an RCU grace period, which
+	// also orders the writes above before the switch on every CPU.
+	if err := e.fence(next); err != nil {
+		return fmt.Errorf("waiting before the switch: %w", err)
+	}
+	nst := policyPolicyState{Active: next, Version: g.Version, Digest: g.Digest}
+	if err := e.objs.PolicyState.Put(uint32(0), &nst); err != nil {
 		return fmt.Errorf("switching to generation %d: %w", next, err)
 	}
-	// The fence: rewriting a slot with the map it holds waits for another grace
-	// period, after which no packet that read the old selector is still running.
-	// The next Set may then rewrite the old generation's slot.
-	last := len(ms) - 1
-	if err := ms[last].outer.Put(next, inners[last]); err != nil {
+	*st, switched = nst, true
+	e.halves[next] = w
+	// After another grace period no packet that read the old selector is still
+	// running: the next Set may rewrite the old generation, and the counter slots
+	// only the old generation used may be reused.
+	if err := e.fence(next); err != nil {
 		return fmt.Errorf("waiting for packets of the old generation: %w", err)
 	}
 	return e.pruneCounters(g.RuleIDs)
 }
 
-// ensureCounters creates a zero counter for every rule id that has none, so that
-// Counters lists every rule of the policy and the programs never insert.
-func (e *Enforcer) ensureCounters(ids []uint32) error {
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		return fmt.Errorf("counting CPUs: %w", err)
+// fence waits for an RCU grace period, by rewriting slot gen of a map-in-map with
+// the map it holds.
+func (e *Enforcer) fence(gen uint32) error {
+	var id uint32
+	if err := e.objs.RuleGens.Lookup(gen, &id); err != nil {
+		return fmt.Errorf("reading %s[%d]: %w", policyMapRuleGens, gen, err)
 	}
-	zero := make([]policyCounter, ncpu)
-	for _, id := range ids {
-		err := e.objs.RuleCounters.Update(id, zero, ebpf.UpdateNoExist)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-			return fmt.Errorf("creating the counter of rule %d: %w", id, err)
-		}
+	m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+	if err != nil {
+		return fmt.Errorf("opening %s[%d]: %w", policyMapRuleGens, gen, err)
+	}
+	defer m.Close()
+	if err := e.objs.RuleGens.Put(gen, m); err != nil {
+		return fmt.Errorf("rewriting %s[%d]: %w", policyMapRuleGens, gen, err)
 	}
 	return nil
 }
 
-// pruneCounters deletes the counters of rules that are no longer in the policy.
+// ensureCounters gives every rule id without a counter slot a free one, with a zero
+// counter, so that Counters lists every rule of the policy. It returns the slots it
+// took.
+func (e *Enforcer) ensureCounters(ids []uint32) ([]uint32, error) {
+	var fresh []uint32
+	ruleAt := map[uint32]uint32{}
+	next := 0
+	for _, id := range ids {
+		if _, ok := e.slotOf[id]; ok {
+			continue
+		}
+		for next < maxRuleIDs && e.taken[next] {
+			next++
+		}
+		if next == maxRuleIDs {
+			e.releaseSlots(fresh)
+			return nil, fmt.Errorf("no free counter slot for rule %d: the old and the new policy use more than %d rule ids", id, maxRuleIDs)
+		}
+		fresh = append(fresh, uint32(next))
+		ruleAt[uint32(next)] = id
+		e.taken[next] = true
+		e.slotOf[id] = uint16(next)
+	}
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	if err := e.writeSlots(fresh, func(s uint32) policyRuleSlot {
+		return policyRuleSlot{RuleId: ruleAt[s], Used: 1}
+	}); err != nil {
+		e.releaseSlots(fresh)
+		return nil, fmt.Errorf("creating counters: %w", err)
+	}
+	return fresh, nil
+}
+
+// releaseSlots gives back slots that ensureCounters took for a policy that was not
+// installed.
+func (e *Enforcer) releaseSlots(slots []uint32) {
+	if len(slots) == 0 {
+		return
+	}
+	for id, s := range e.slotOf {
+		if slices.Contains(slots, uint32(s)) {
+			delete(e.slotOf, id)
+		}
+	}
+	if err := e.writeSlots(slots, func(uint32) policyRuleSlot { return policyRuleSlot{} }); err != nil {
+		e.log.Warn("releasing counter slots of a policy not installed", "err", err)
+		return // leave them taken: their rule_slots entries may still name the rules
+	}
+	for _, s := range slots {
+		e.taken[s] = false
+	}
+}
+
+// writeSlots zeroes the counters of slots and records which rule each counts.
+func (e *Enforcer) writeSlots(slots []uint32, rule func(uint32) policyRuleSlot) error {
+	zero := make([]policyCounter, len(slots)*e.ncpu)
+	if _, err := e.objs.RuleCounters.BatchUpdate(slots, zero, nil); err != nil {
+		return fmt.Errorf("zeroing %d counters: %w", len(slots), err)
+	}
+	vals := make([]policyRuleSlot, len(slots))
+	for i, s := range slots {
+		vals[i] = rule(s)
+	}
+	if _, err := e.objs.RuleSlots.BatchUpdate(slots, vals, nil); err != nil {
+		return fmt.Errorf("writing %d counter slots: %w", len(slots), err)
+	}
+	return nil
+}
+
+// pruneCounters frees the counter slots of rules that are no longer in the policy.
 func (e *Enforcer) pruneCounters(ids []uint32) error {
 	keep := make(map[uint32]bool, len(ids))
 	for _, id := range ids {
 		keep[id] = true
 	}
 	var stale []uint32
-	var id uint32
-	var vals []policyCounter
-	it := e.objs.RuleCounters.Iterate()
-	for it.Next(&id, &vals) {
+	for id, s := range e.slotOf {
 		if !keep[id] {
-			stale = append(stale, id)
+			stale = append(stale, uint32(s))
+			delete(e.slotOf, id)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("listing rule counters: %w", err)
+	if len(stale) == 0 {
+		return nil
 	}
-	for _, id := range stale {
-		if err := e.objs.RuleCounters.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("deleting the counter of removed rule %d: %w", id, err)
-		}
+	if err := e.writeSlots(stale, func(uint32) policyRuleSlot { return policyRuleSlot{} }); err != nil {
+		return fmt.Errorf("deleting the counters of removed rules: %w", err)
+	}
+	for _, s := range stale {
+		e.taken[s] = false
 	}
 	return nil
 }
@@ -407,15 +636,26 @@ func (e *Enforcer) Counters() (map[uint32]RuleCounter, error) {
 	if e.closed {
 		return nil, ErrClosed
 	}
-	out := map[uint32]RuleCounter{}
-	var id uint32
-	var vals []policyCounter
-	it := e.objs.RuleCounters.Iterate()
-	for it.Next(&id, &vals) {
-		out[id] = sum(vals)
+	out := make(map[uint32]RuleCounter, len(e.slotOf))
+	if len(e.slotOf) == 0 {
+		return out, nil
 	}
-	if err := it.Err(); err != nil {
+	last := 0
+	for _, s := range e.slotOf {
+		last = max(last, int(s))
+	}
+	keys := make([]uint32, last+1)
+	vals := make([]policyCounter, (last+1)*e.ncpu)
+	var cursor ebpf.MapBatchCursor
+	n, err := e.objs.RuleCounters.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, fmt.Errorf("bpfpolicy: reading rule counters: %w", err)
+	}
+	for id, s := range e.slotOf {
+		if int(s) >= n {
+			return nil, fmt.Errorf("bpfpolicy: reading rule counters: %d of %d slots read", n, last+1)
+		}
+		out[id] = sum(vals[int(s)*e.ncpu : int(s+1)*e.ncpu])
 	}
 	return out, nil
 }
@@ -491,8 +731,9 @@ func (e *Enforcer) Remove() error {
 		}
 	}
 	for _, m := range []*ebpf.Map{
-		e.objs.PolicyState, e.objs.HostGens, e.objs.Id4Gens, e.objs.Id6Gens, e.objs.GroupGens, e.objs.RuleGens, e.objs.Conntrack,
-		e.objs.Frags, e.objs.RuleCounters, e.objs.DropCounters, e.objs.PassCounters,
+		e.objs.PolicyState, e.objs.Meta, e.objs.Pfx4, e.objs.Pfx6, e.objs.Idents, e.objs.Ranges, e.objs.Id4Gens,
+		e.objs.Id6Gens, e.objs.RuleGens, e.objs.Conntrack, e.objs.CtHint, e.objs.Frags,
+		e.objs.RuleCounters, e.objs.RuleSlots, e.objs.DropCounters, e.objs.PassCounters,
 	} {
 		if err := m.Unpin(); err != nil {
 			errs = append(errs, fmt.Errorf("unpinning %s: %w", m, err))

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 
@@ -41,40 +42,49 @@ func portPrefixes(lo, hi uint16) []portPrefix {
 	return out
 }
 
-// maxRuleIDs is how many rule ids the counter map holds (MAX_RULES in policy.h).
-const maxRuleIDs = 16384
-
-// A group's ranges go into the group hash if there are at most groupRanges of them
-// (GROUP_RANGES in policy.h), else into the rule trie, marked by groupInTrie.
+// The sizes of policy.h's maps and tables (enum sizes).
 const (
-	groupRanges = len(policyGroupVal{}.R)
-	groupInTrie = 0xffffffff
+	maxRuleIDs  = int(policySizesMAX_RULES)    // rule ids, and counter slots
+	pfx4Buckets = int(policySizesPFX4BUCKETS)  // IPv4 prefix hash table
+	pfx6Buckets = int(policySizesPFX6BUCKETS)  // IPv6 prefix hash table
+	pfxBucket   = int(policySizesPFX_BUCKET)   // prefixes a bucket holds
+	pfxLens     = int(policySizesPFX_LENS)     // hashed prefix lengths per family
+	maxIdents   = int(policySizesMAX_IDENTS)   // identity records, index 0 included
+	maxRanges   = int(policySizesMAX_RANGES)   // port ranges outside the rule trie
+	groupRanges = int(policySizesGROUP_RANGES) // ranges a group may have outside the trie
+	groupInTrie = uint32(policySizesGROUP_IN_TRIE)
 )
+
+// pfxMinBuckets is the fewest buckets a family's hash table uses.
+const pfxMinBuckets = 8
 
 // ruleKeyBits is the length of a rule key's identity, direction and protocol, the
 // bits before the port prefix.
 const ruleKeyBits = 32 + 8 + 8
 
-// hostEntry, v4Entry, v6Entry and ruleEntry are one entry of the host hash and of
-// the identity and rule tries.
-type hostEntry struct {
-	Key      policyHostKey
-	Identity uint32
+// protoIndex is a protocol's place in ident_val.grp (proto_index in policy.c).
+var protoIndex = map[uint8]int{policy.ProtoTCP: 0, policy.ProtoUDP: 1, policy.ProtoICMP: 2, policy.ProtoICMPv6: 3}
+
+// pfx4Entry and pfx6Entry are occupied buckets of the prefix hash tables; v4Entry
+// and v6Entry entries of the identity tries; ruleEntry an entry of the rule trie.
+type pfx4Entry struct {
+	Bucket uint32
+	Val    policyPfx4Bucket // per prefix: addr | (len+1) << 32 | index << 40
+}
+
+type pfx6Entry struct {
+	Bucket uint32
+	Val    policyPfx6Bucket
 }
 
 type v4Entry struct {
-	Key      policyLpm4Key
-	Identity uint32
+	Key   policyLpm4Key
+	Index uint32
 }
 
 type v6Entry struct {
-	Key      policyLpm6Key
-	Identity uint32
-}
-
-type groupEntry struct {
-	Key policyGroupKey
-	Val policyGroupVal
+	Key   policyLpm6Key
+	Index uint32
 }
 
 type ruleEntry struct {
@@ -85,16 +95,25 @@ type ruleEntry struct {
 // generation is what one policy puts into the maps of one generation slot, plus the
 // digest that tells whether two policies load the same thing.
 type generation struct {
-	Hosts []hostEntry // /32 and /128 prefixes
-	V4    []v4Entry   // shorter prefixes
+	Meta   policyGenMeta
+	Pfx4   []pfx4Entry
+	Pfx6   []pfx6Entry
+	V4     []v4Entry // prefixes of the lengths the hash table does not hold
+	V6     []v6Entry
+	Idents []policyIdentVal  // by identity index; [0] is the record of no entries
+	Ranges []policyPortRange // the groups' ranges; Slot is set by the loader
+	Rules  []ruleEntry       // the entries of groups in the rule trie; Slot likewise
 
-	V6      []v6Entry
-	Groups  []groupEntry
-	Rules   []ruleEntry // the entries of groups too large for the group hash
-	RuleIDs []uint32    // each id in Rules once, ascending
+	RuleIDs []uint32 // each id of Ranges and Rules once, ascending
 	Names   map[uint32]string
 	Version int64
 	Digest  [sha256.Size]byte
+}
+
+// identityPrefix is one remote prefix with the index of its identity's record.
+type identityPrefix struct {
+	Prefix netip.Prefix
+	Index  uint32
 }
 
 // lower turns a compiled policy into map entries. nil is the zero policy (deny
@@ -102,13 +121,14 @@ type generation struct {
 // policy is never half-written: prefixes that are invalid, IPv4-mapped or name
 // IdentityAny, one prefix with two identities, unknown directions, protocols or
 // verdicts, empty or overlapping port ranges of one (direction, identity, protocol),
-// more than maxRuleIDs rule ids.
+// more than maxRuleIDs rule ids or more identities with entries than maxIdents-1.
 func lower(p *policy.NodePolicy) (*generation, error) {
 	if p == nil {
 		p = &policy.NodePolicy{}
 	}
 	g := &generation{Version: p.Version, Names: p.RuleNames}
 	seen := map[netip.Prefix]policy.Identity{}
+	var prefixes []policy.IdentityPrefix
 	for _, ip := range p.Prefixes {
 		pfx := ip.Prefix
 		switch {
@@ -127,60 +147,62 @@ func lower(p *policy.NodePolicy) (*generation, error) {
 			continue
 		}
 		seen[pfx] = ip.Identity
-		switch {
-		case pfx.IsSingleIP():
-			k := policyHostKey{Family: 6, Addr: pfx.Addr().As16()}
-			if pfx.Addr().Is4() {
-				k = policyHostKey{Family: 4}
-				a := pfx.Addr().As4()
-				copy(k.Addr[:], a[:])
-			}
-			g.Hosts = append(g.Hosts, hostEntry{k, uint32(ip.Identity)})
-		case pfx.Addr().Is4():
-			g.V4 = append(g.V4, v4Entry{policyLpm4Key{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}, uint32(ip.Identity)})
-		default:
-			g.V6 = append(g.V6, v6Entry{policyLpm6Key{Prefixlen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}, uint32(ip.Identity)})
-		}
+		prefixes = append(prefixes, policy.IdentityPrefix{Prefix: pfx, Identity: ip.Identity})
 	}
-	slices.SortFunc(g.Hosts, func(a, b hostEntry) int {
-		return cmp.Or(cmp.Compare(a.Key.Family, b.Key.Family), slices.Compare(a.Key.Addr[:], b.Key.Addr[:]))
-	})
-	slices.SortFunc(g.V4, func(a, b v4Entry) int {
-		return cmp.Or(slices.Compare(a.Key.Addr[:], b.Key.Addr[:]), cmp.Compare(a.Key.Prefixlen, b.Key.Prefixlen))
-	})
-	slices.SortFunc(g.V6, func(a, b v6Entry) int {
-		return cmp.Or(slices.Compare(a.Key.Addr[:], b.Key.Addr[:]), cmp.Compare(a.Key.Prefixlen, b.Key.Prefixlen))
+	slices.SortFunc(prefixes, func(a, b policy.IdentityPrefix) int {
+		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
 	})
 
 	groups, err := checkRules(p.Rules)
 	if err != nil {
 		return nil, err
 	}
-	ids := map[uint32]bool{}
-	for key, rs := range groups {
-		e := groupEntry{Key: policyGroupKey{Identity: uint32(key.id), Dir: uint8(key.dir), Proto: key.proto}}
-		if len(rs) > groupRanges {
-			e.Val.N = groupInTrie
-		}
-		for i, r := range rs {
-			ids[r.RuleID] = true
-			if e.Val.N == groupInTrie {
-				for _, pp := range portPrefixes(r.PortLo, r.PortHi) {
-					g.Rules = append(g.Rules, ruleEntry{
-						Key: ruleKey(r.Direction, r.Identity, r.Proto, pp),
-						Val: policyRuleVal{RuleId: r.RuleID, Verdict: uint8(r.Verdict)},
-					})
-				}
-				continue
-			}
-			e.Val.R[i] = policyPortRange{Lo: r.PortLo, Hi: r.PortHi, RuleId: r.RuleID, Verdict: uint8(r.Verdict)}
-			e.Val.N++
-		}
-		g.Groups = append(g.Groups, e)
+	keys := make([]group, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
 	}
-	slices.SortFunc(g.Groups, func(a, b groupEntry) int {
-		return cmp.Or(cmp.Compare(a.Key.Identity, b.Key.Identity), cmp.Compare(a.Key.Dir, b.Key.Dir), cmp.Compare(a.Key.Proto, b.Key.Proto))
+	slices.SortFunc(keys, func(a, b group) int {
+		return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.dir, b.dir), cmp.Compare(a.proto, b.proto))
 	})
+	g.Digest = digest(prefixes, keys, groups, g.Names)
+
+	// Identity records, in identity order (so IdentityWorld first, IdentityAny last).
+	index := map[policy.Identity]uint32{}
+	g.Idents = []policyIdentVal{{}}
+	ids := map[uint32]bool{}
+	for _, k := range keys {
+		i, ok := index[k.id]
+		if !ok {
+			if len(g.Idents) == maxIdents {
+				return nil, fmt.Errorf("the policy has rule entries for more than %d identities", maxIdents-1)
+			}
+			i = uint32(len(g.Idents))
+			index[k.id] = i
+			g.Idents = append(g.Idents, policyIdentVal{Identity: uint32(k.id)})
+		}
+		rs := groups[k]
+		grp := &g.Idents[i].Grp[k.dir][protoIndex[k.proto]]
+		if len(rs) <= groupRanges && len(g.Ranges)+len(rs) <= maxRanges {
+			*grp = uint32(len(g.Ranges)) | uint32(len(rs))<<24
+			for _, r := range rs {
+				ids[r.RuleID] = true
+				g.Ranges = append(g.Ranges, policyPortRange{Lo: r.PortLo, Hi: r.PortHi, RuleId: r.RuleID, Verdict: uint8(r.Verdict)})
+			}
+			continue
+		}
+		*grp = groupInTrie << 24
+		for _, r := range rs {
+			ids[r.RuleID] = true
+			for _, pp := range portPrefixes(r.PortLo, r.PortHi) {
+				g.Rules = append(g.Rules, ruleEntry{
+					Key: ruleKey(r.Direction, r.Identity, r.Proto, pp),
+					Val: policyRuleVal{RuleId: r.RuleID, Verdict: uint8(r.Verdict)},
+				})
+			}
+		}
+	}
+	g.Meta.World = index[policy.IdentityWorld]
+	g.Meta.Any = index[policy.IdentityAny]
 	slices.SortFunc(g.Rules, func(a, b ruleEntry) int { return compareRuleKeys(a.Key, b.Key) })
 	for id := range ids {
 		g.RuleIDs = append(g.RuleIDs, id)
@@ -189,8 +211,217 @@ func lower(p *policy.NodePolicy) (*generation, error) {
 	if len(g.RuleIDs) > maxRuleIDs {
 		return nil, fmt.Errorf("the policy uses %d rule ids, more than the %d the counters hold", len(g.RuleIDs), maxRuleIDs)
 	}
-	g.Digest = g.digest()
+
+	var v4, v6 []identityPrefix
+	for _, ip := range prefixes {
+		e := identityPrefix{ip.Prefix, index[ip.Identity]} // 0 if the identity has no entries
+		if ip.Prefix.Addr().Is4() {
+			v4 = append(v4, e)
+		} else {
+			v6 = append(v6, e)
+		}
+	}
+	g.hashV4(v4)
+	g.hashV6(v6)
 	return g, nil
+}
+
+// hashPlan picks the prefix lengths of one family that go into its hash table: the
+// longest ones, at most pfxLens of them, at most one prefix per bucket on average.
+// It returns the lengths, longest first, and the prefixes by length.
+func hashPlan(ps []identityPrefix, buckets int) (lens []int, byLen map[int][]identityPrefix) {
+	byLen = map[int][]identityPrefix{}
+	for _, p := range ps {
+		byLen[p.Prefix.Bits()] = append(byLen[p.Prefix.Bits()], p)
+	}
+	var all []int
+	for l := range byLen {
+		all = append(all, l)
+	}
+	slices.SortFunc(all, func(a, b int) int { return cmp.Compare(b, a) })
+	n := 0
+	for _, l := range all {
+		if len(lens) == pfxLens || n+len(byLen[l]) > buckets {
+			break
+		}
+		n += len(byLen[l])
+		lens = append(lens, l)
+	}
+	return lens, byLen
+}
+
+// tableSize is the number of buckets a table of n prefixes uses: a power of two, at
+// least n, at most capacity.
+func tableSize(n, capacity int) int {
+	s := pfxMinBuckets
+	for s < n && s < capacity {
+		s *= 2
+	}
+	return s
+}
+
+// place puts n keys into buckets, each into its home bucket. It returns each key's
+// place in its bucket, or false if a bucket would overflow.
+func place(n, buckets int, home func(i int) uint32) ([]uint32, []int, bool) {
+	fill := make([]int, buckets)
+	at, pos := make([]uint32, n), make([]int, n)
+	for i := range n {
+		h := home(i)
+		if fill[h] == pfxBucket {
+			return nil, nil, false
+		}
+		at[i], pos[i] = h, fill[h]
+		fill[h]++
+	}
+	return at, pos, true
+}
+
+// seedAttempts is how many hash multipliers the loader tries before it gives up a
+// prefix length to the trie.
+const seedAttempts = 32
+
+func oddMultiplier(r *rand.Rand) uint64 { return r.Uint64() | 1 }
+
+// hashV4 lays out the IPv4 prefixes: the hashed lengths into the table (Meta and
+// Pfx4), the others into the trie (V4).
+func (g *generation) hashV4(ps []identityPrefix) {
+	lens, byLen := hashPlan(ps, pfx4Buckets)
+	r := rand.New(rand.NewPCG(4, 4))
+	raw := func(p netip.Prefix) uint64 {
+		a := p.Addr().As4()
+		return uint64(binary.LittleEndian.Uint32(a[:]))
+	}
+	for ; len(lens) > 0; lens = lens[:len(lens)-1] {
+		var keys []identityPrefix
+		for _, l := range lens {
+			keys = append(keys, byLen[l]...)
+		}
+		buckets := tableSize(len(keys), pfx4Buckets)
+		shift := 64 - bits.TrailingZeros(uint(buckets))
+		placed := false
+		for range seedAttempts {
+			mul := oddMultiplier(r)
+			at, pos, ok := place(len(keys), buckets, func(i int) uint32 {
+				return uint32(((raw(keys[i].Prefix)<<8 | uint64(keys[i].Prefix.Bits())) * mul) >> shift)
+			})
+			if !ok {
+				continue
+			}
+			g.Meta.Mul4, g.Meta.Shift4 = mul, uint8(shift)
+			byBucket := map[uint32]*policyPfx4Bucket{}
+			for i, k := range keys {
+				b := byBucket[at[i]]
+				if b == nil {
+					b = &policyPfx4Bucket{}
+					byBucket[at[i]] = b
+				}
+				b.S[pos[i]] = raw(k.Prefix) | uint64(k.Prefix.Bits()+1)<<32 | uint64(k.Index)<<40
+			}
+			for at, b := range byBucket {
+				g.Pfx4 = append(g.Pfx4, pfx4Entry{at, *b})
+			}
+			slices.SortFunc(g.Pfx4, func(a, b pfx4Entry) int { return cmp.Compare(a.Bucket, b.Bucket) })
+			placed = true
+			break
+		}
+		if placed {
+			break
+		}
+	}
+	g.Meta.Nlen4 = uint8(len(lens))
+	hashed := map[int]bool{}
+	for i, l := range lens {
+		g.Meta.Len4[i] = uint8(l)
+		g.Meta.M4[i] = binary.LittleEndian.Uint32(maskBytes(l, 4))
+		hashed[l] = true
+	}
+	for _, p := range ps {
+		if !hashed[p.Prefix.Bits()] {
+			g.V4 = append(g.V4, v4Entry{policyLpm4Key{Prefixlen: uint32(p.Prefix.Bits()), Addr: p.Prefix.Addr().As4()}, p.Index})
+		}
+	}
+	if len(g.V4) > 0 {
+		g.Meta.Trie4 = 1
+	}
+}
+
+// hashV6 is hashV4 for IPv6.
+func (g *generation) hashV6(ps []identityPrefix) {
+	lens, byLen := hashPlan(ps, pfx6Buckets)
+	r := rand.New(rand.NewPCG(6, 6))
+	words := func(p netip.Prefix) (uint64, uint64) {
+		a := p.Addr().As16()
+		return binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	}
+	for ; len(lens) > 0; lens = lens[:len(lens)-1] {
+		var keys []identityPrefix
+		for _, l := range lens {
+			keys = append(keys, byLen[l]...)
+		}
+		buckets := tableSize(len(keys), pfx6Buckets)
+		shift := 64 - bits.TrailingZeros(uint(buckets))
+		placed := false
+		for range seedAttempts {
+			mul := [3]uint64{oddMultiplier(r), oddMultiplier(r), oddMultiplier(r)}
+			at, pos, ok := place(len(keys), buckets, func(i int) uint32 {
+				a0, a1 := words(keys[i].Prefix)
+				return uint32((a0*mul[0] + a1*mul[1] + uint64(keys[i].Prefix.Bits())*mul[2]) >> shift)
+			})
+			if !ok {
+				continue
+			}
+			g.Meta.Mul6, g.Meta.Shift6 = mul, uint8(shift)
+			byBucket := map[uint32]*policyPfx6Bucket{}
+			for i, k := range keys {
+				b := byBucket[at[i]]
+				if b == nil {
+					b = &policyPfx6Bucket{}
+					byBucket[at[i]] = b
+				}
+				a0, a1 := words(k.Prefix)
+				b.S[pos[i]] = policyPfx6Slot{A0: a0, A1: a1, Len1: uint32(k.Prefix.Bits() + 1), Index: k.Index}
+			}
+			for at, b := range byBucket {
+				g.Pfx6 = append(g.Pfx6, pfx6Entry{at, *b})
+			}
+			slices.SortFunc(g.Pfx6, func(a, b pfx6Entry) int { return cmp.Compare(a.Bucket, b.Bucket) })
+			placed = true
+			break
+		}
+		if placed {
+			break
+		}
+	}
+	g.Meta.Nlen6 = uint8(len(lens))
+	hashed := map[int]bool{}
+	for i, l := range lens {
+		g.Meta.Len6[i] = uint8(l)
+		mb := maskBytes(l, 16)
+		g.Meta.M6[i] = [2]uint64{binary.LittleEndian.Uint64(mb[:8]), binary.LittleEndian.Uint64(mb[8:])}
+		hashed[l] = true
+	}
+	for _, p := range ps {
+		if !hashed[p.Prefix.Bits()] {
+			g.V6 = append(g.V6, v6Entry{policyLpm6Key{Prefixlen: uint32(p.Prefix.Bits()), Addr: p.Prefix.Addr().As16()}, p.Index})
+		}
+	}
+	if len(g.V6) > 0 {
+		g.Meta.Trie6 = 1
+	}
+}
+
+// maskBytes is the network mask of a prefix length, n bytes long.
+func maskBytes(bits, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		switch {
+		case bits >= 8*(i+1):
+			b[i] = 0xff
+		case bits > 8*i:
+			b[i] = byte(0xff << (8*(i+1) - bits))
+		}
+	}
+	return b
 }
 
 // group is one (direction, identity, protocol): the ranges of its entries are
@@ -254,70 +485,52 @@ func compareRuleKeys(a, b policyRuleKey) int {
 	)
 }
 
-// digest hashes everything the generation writes and the rule names, in a fixed
-// encoding, but not the version.
-func (g *generation) digest() [sha256.Size]byte {
+// digest hashes what a policy enforces, in a fixed encoding: the prefixes (sorted,
+// deduplicated) with their identities, the groups (sorted) with their ranges, and
+// the rule names; not the version, and not the layout of the maps (hash
+// multipliers, which lengths are hashed, counter slots).
+func digest(prefixes []policy.IdentityPrefix, keys []group, groups map[group][]policy.RuleEntry, names map[uint32]string) [sha256.Size]byte {
 	h := sha256.New()
-	b := []byte("cvlan/bpfpolicy generation v3\n")
-	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Hosts)))
-	for _, e := range g.Hosts {
-		b = binary.BigEndian.AppendUint32(b, e.Key.Family)
-		b = append(b, e.Key.Addr[:]...)
-		b = binary.BigEndian.AppendUint32(b, e.Identity)
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(g.V4)))
-	for _, e := range g.V4 {
-		b = binary.BigEndian.AppendUint32(b, e.Key.Prefixlen)
-		b = append(b, e.Key.Addr[:]...)
-		b = binary.BigEndian.AppendUint32(b, e.Identity)
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(g.V6)))
-	for _, e := range g.V6 {
-		b = binary.BigEndian.AppendUint32(b, e.Key.Prefixlen)
-		b = append(b, e.Key.Addr[:]...)
-		b = binary.BigEndian.AppendUint32(b, e.Identity)
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Groups)))
-	for _, e := range g.Groups {
-		b = binary.BigEndian.AppendUint32(b, e.Key.Identity)
-		b = append(b, e.Key.Dir, e.Key.Proto)
-		b = binary.BigEndian.AppendUint32(b, e.Val.N)
-		for _, r := range e.Val.R {
-			b = binary.BigEndian.AppendUint16(b, r.Lo)
-			b = binary.BigEndian.AppendUint16(b, r.Hi)
-			b = binary.BigEndian.AppendUint32(b, r.RuleId)
-			b = append(b, r.Verdict)
-		}
+	b := []byte("cvlan/bpfpolicy generation v4\n")
+	flush := func() {
 		if len(b) > 4096 {
 			h.Write(b)
 			b = b[:0]
 		}
 	}
-	h.Write(b)
-	b = binary.BigEndian.AppendUint32(b[:0], uint32(len(g.Rules)))
-	for _, e := range g.Rules {
-		b = binary.BigEndian.AppendUint32(b, e.Key.Prefixlen)
-		b = binary.BigEndian.AppendUint32(b, ntoh32(e.Key.Identity))
-		b = append(b, e.Key.Dir, e.Key.Proto)
-		b = binary.BigEndian.AppendUint16(b, ntoh16(e.Key.Port))
-		b = binary.BigEndian.AppendUint32(b, e.Val.RuleId)
-		b = append(b, e.Val.Verdict)
-		if len(b) > 4096 {
-			h.Write(b)
-			b = b[:0]
-		}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(prefixes)))
+	for _, p := range prefixes {
+		a := p.Prefix.Addr().As16()
+		b = append(b, byte(p.Prefix.Addr().BitLen()/8))
+		b = append(b, a[:]...)
+		b = append(b, byte(p.Prefix.Bits()))
+		b = binary.BigEndian.AppendUint32(b, uint32(p.Identity))
+		flush()
 	}
-	h.Write(b)
-	ids := make([]uint32, 0, len(g.Names))
-	for id := range g.Names {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(keys)))
+	for _, k := range keys {
+		b = binary.BigEndian.AppendUint32(b, uint32(k.id))
+		b = append(b, byte(k.dir), k.proto)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(groups[k])))
+		for _, r := range groups[k] {
+			b = binary.BigEndian.AppendUint16(b, r.PortLo)
+			b = binary.BigEndian.AppendUint16(b, r.PortHi)
+			b = binary.BigEndian.AppendUint32(b, r.RuleID)
+			b = append(b, byte(r.Verdict))
+		}
+		flush()
+	}
+	ids := make([]uint32, 0, len(names))
+	for id := range names {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	b = binary.BigEndian.AppendUint32(b[:0], uint32(len(ids)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ids)))
 	for _, id := range ids {
 		b = binary.BigEndian.AppendUint32(b, id)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(g.Names[id])))
-		b = append(b, g.Names[id]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(names[id])))
+		b = append(b, names[id]...)
+		flush()
 	}
 	h.Write(b)
 	var d [sha256.Size]byte

@@ -51,6 +51,15 @@ const (
 	policyDropReasonDROP_REASON_MAX        policyDropReason = 7
 )
 
+type policyFlowSlot struct {
+	_      structs.HostLayout
+	K      policyCtKey
+	Stamp  uint32
+	Dir    uint8
+	SrcIsA uint8
+	Pad    [2]uint8
+}
+
 type policyFragKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -65,34 +74,37 @@ type policyFragVal struct {
 	_        structs.HostLayout
 	LastSeen uint64
 	RuleId   uint32
+	Slot     uint16
 	HasRule  uint8
-	Pad      [3]uint8
+	Pad      uint8
 }
 
-type policyGroupKey struct {
-	_        structs.HostLayout
-	Identity uint32
-	Dir      uint8
-	Proto    uint8
-	Pad      uint16
-}
-
-type policyGroupVal struct {
-	_ structs.HostLayout
-	N uint32
-	R [16]policyPortRange
-}
-
-type policyHostKey struct {
+type policyGenMeta struct {
 	_      structs.HostLayout
-	Family uint32
-	Addr   [16]uint8
+	Mul4   uint64
+	Mul6   [3]uint64
+	Pad0   [2]uint32
+	Shift4 uint8
+	Shift6 uint8
+	Nlen4  uint8
+	Nlen6  uint8
+	Trie4  uint8
+	Trie6  uint8
+	Len4   [8]uint8
+	Len6   [8]uint8
+	Pad    [2]uint8
+	M4     [8]uint32
+	M6     [8][2]uint64
+	World  uint32
+	Any    uint32
 }
 
 type policyIcmpScratch struct {
 	_ structs.HostLayout
 	E struct {
 		_        structs.HostLayout
+		Saddr    [2]uint64
+		Daddr    [2]uint64
 		Family   uint8
 		Proto    uint8
 		Frag     uint8
@@ -104,10 +116,15 @@ type policyIcmpScratch struct {
 		Pad      uint8
 		FragId   uint32
 		L4off    uint32
-		Saddr    [16]uint8
-		Daddr    [16]uint8
+		_        [4]byte
 	}
 	K policyCtKey
+}
+
+type policyIdentVal struct {
+	_        structs.HostLayout
+	Identity uint32
+	Grp      [2][4]uint32
 }
 
 type policyLpm4Key struct {
@@ -133,6 +150,24 @@ const (
 	policyPassReasonPASS_REASON_MAX policyPassReason = 5
 )
 
+type policyPfx4Bucket struct {
+	_ structs.HostLayout
+	S [8]uint64
+}
+
+type policyPfx6Bucket struct {
+	_ structs.HostLayout
+	S [8]policyPfx6Slot
+}
+
+type policyPfx6Slot struct {
+	_     structs.HostLayout
+	A0    uint64
+	A1    uint64
+	Len1  uint32
+	Index uint32
+}
+
 type policyPolicyState struct {
 	_       structs.HostLayout
 	Active  uint32
@@ -146,8 +181,9 @@ type policyPortRange struct {
 	Lo      uint16
 	Hi      uint16
 	RuleId  uint32
+	Slot    uint16
 	Verdict uint8
-	Pad     [3]uint8
+	Pad     uint8
 }
 
 type policyRuleKey struct {
@@ -159,29 +195,58 @@ type policyRuleKey struct {
 	Port      uint16
 }
 
+type policyRuleSlot struct {
+	_      structs.HostLayout
+	RuleId uint32
+	Used   uint32
+}
+
 type policyRuleVal struct {
 	_       structs.HostLayout
 	RuleId  uint32
+	Slot    uint16
 	Verdict uint8
-	Pad     [3]uint8
+	Pad     uint8
 }
+
+type policySizes uint32
+
+const (
+	policySizesMAX_RULES     policySizes = 16384
+	policySizesPFX4BUCKETS   policySizes = 16384
+	policySizesPFX6BUCKETS   policySizes = 8192
+	policySizesPFX_BUCKET    policySizes = 8
+	policySizesPFX_LENS      policySizes = 8
+	policySizesMAX_IDENTS    policySizes = 16384
+	policySizesMAX_RANGES    policySizes = 65536
+	policySizesGROUP_RANGES  policySizes = 16
+	policySizesGROUP_IN_TRIE policySizes = 255
+	policySizesFLOW_SLOTS    policySizes = 1024
+	policySizesHINT_SLOTS    policySizes = 65536
+)
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	policyMapConntrack        = "conntrack"
+	policyMapCtHint           = "ct_hint"
 	policyMapDropCounters     = "drop_counters"
+	policyMapFlowCache        = "flow_cache"
 	policyMapFrags            = "frags"
-	policyMapGroupGens        = "group_gens"
-	policyMapHostGens         = "host_gens"
 	policyMapIcmpScratch      = "icmp_scratch"
 	policyMapId4Gens          = "id4_gens"
 	policyMapId6Gens          = "id6_gens"
+	policyMapIdents           = "idents"
+	policyMapMeta             = "meta"
 	policyMapPassCounters     = "pass_counters"
+	policyMapPfx4             = "pfx4"
+	policyMapPfx6             = "pfx6"
 	policyMapPolicyState      = "policy_state"
+	policyMapRanges           = "ranges"
 	policyMapRuleCounters     = "rule_counters"
 	policyMapRuleGens         = "rule_gens"
+	policyMapRuleSlots        = "rule_slots"
 	policyProgCvlanEgress     = "cvlan_egress"
 	policyProgCvlanIngress    = "cvlan_ingress"
 	policyVarCtTimeoutOtherNs = "ct_timeout_other_ns"
@@ -241,17 +306,23 @@ type policyProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyMapSpecs struct {
 	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
+	CtHint       *ebpf.MapSpec `ebpf:"ct_hint"`
 	DropCounters *ebpf.MapSpec `ebpf:"drop_counters"`
+	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
-	GroupGens    *ebpf.MapSpec `ebpf:"group_gens"`
-	HostGens     *ebpf.MapSpec `ebpf:"host_gens"`
 	IcmpScratch  *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.MapSpec `ebpf:"id4_gens"`
 	Id6Gens      *ebpf.MapSpec `ebpf:"id6_gens"`
+	Idents       *ebpf.MapSpec `ebpf:"idents"`
+	Meta         *ebpf.MapSpec `ebpf:"meta"`
 	PassCounters *ebpf.MapSpec `ebpf:"pass_counters"`
+	Pfx4         *ebpf.MapSpec `ebpf:"pfx4"`
+	Pfx6         *ebpf.MapSpec `ebpf:"pfx6"`
 	PolicyState  *ebpf.MapSpec `ebpf:"policy_state"`
+	Ranges       *ebpf.MapSpec `ebpf:"ranges"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
 	RuleGens     *ebpf.MapSpec `ebpf:"rule_gens"`
+	RuleSlots    *ebpf.MapSpec `ebpf:"rule_slots"`
 }
 
 // policyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -285,33 +356,45 @@ func (o *policyObjects) Close() error {
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyMaps struct {
 	Conntrack    *ebpf.Map `ebpf:"conntrack"`
+	CtHint       *ebpf.Map `ebpf:"ct_hint"`
 	DropCounters *ebpf.Map `ebpf:"drop_counters"`
+	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
 	Frags        *ebpf.Map `ebpf:"frags"`
-	GroupGens    *ebpf.Map `ebpf:"group_gens"`
-	HostGens     *ebpf.Map `ebpf:"host_gens"`
 	IcmpScratch  *ebpf.Map `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.Map `ebpf:"id4_gens"`
 	Id6Gens      *ebpf.Map `ebpf:"id6_gens"`
+	Idents       *ebpf.Map `ebpf:"idents"`
+	Meta         *ebpf.Map `ebpf:"meta"`
 	PassCounters *ebpf.Map `ebpf:"pass_counters"`
+	Pfx4         *ebpf.Map `ebpf:"pfx4"`
+	Pfx6         *ebpf.Map `ebpf:"pfx6"`
 	PolicyState  *ebpf.Map `ebpf:"policy_state"`
+	Ranges       *ebpf.Map `ebpf:"ranges"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
 	RuleGens     *ebpf.Map `ebpf:"rule_gens"`
+	RuleSlots    *ebpf.Map `ebpf:"rule_slots"`
 }
 
 func (m *policyMaps) Close() error {
 	return _PolicyClose(
 		m.Conntrack,
+		m.CtHint,
 		m.DropCounters,
+		m.FlowCache,
 		m.Frags,
-		m.GroupGens,
-		m.HostGens,
 		m.IcmpScratch,
 		m.Id4Gens,
 		m.Id6Gens,
+		m.Idents,
+		m.Meta,
 		m.PassCounters,
+		m.Pfx4,
+		m.Pfx6,
 		m.PolicyState,
+		m.Ranges,
 		m.RuleCounters,
 		m.RuleGens,
+		m.RuleSlots,
 	)
 }
 

@@ -228,11 +228,16 @@ func TestVerdicts(t *testing.T) {
 	}
 }
 
-// forget empties the conntrack and fragment maps, so that a case starts with no flows.
+// forget empties the conntrack and fragment maps, so that a case starts with no flows,
+// and the flow cache, which would otherwise vouch for the deleted flows for a while.
 func forget(t testing.TB, e *Enforcer) {
 	t.Helper()
 	clearMap[policyCtKey, policyCtVal](t, e.objs.Conntrack)
 	clearMap[policyFragKey, policyFragVal](t, e.objs.Frags)
+	n := int(e.objs.FlowCache.MaxEntries())
+	if _, err := e.objs.FlowCache.BatchUpdate(indexes(n), make([]policyFlowSlot, n*e.ncpu), nil); err != nil {
+		t.Fatalf("clearing the flow cache: %v", err)
+	}
 }
 
 func clearMap[K, V any](t testing.TB, m *ebpf.Map) {
