@@ -100,7 +100,16 @@ func (l *link) Disconnected(err error) {
 // Relay applies a new configuration: sessions to the UDP relay, clients and
 // pairs to the framed relay's authorizer.
 func (l *link) Relay(cfg *relaymap.Config) {
-	l.cur.Store(newIndex(cfg))
+	old := l.cur.Swap(newIndex(cfg))
+	if old != nil && l.fs != nil {
+		// A node deleted, or with a new node key, loses its framed connection: its
+		// grant was made for the old address. The agent reconnects if it may.
+		for id, c := range old.cfg.Clients {
+			if n, ok := cfg.Clients[id]; !ok || !n.Node.Equal(c.Node) || n.TenantID != c.TenantID || !n.Machine.Equal(c.Machine) {
+				l.fs.Disconnect(c.TenantID, c.Node)
+			}
+		}
+	}
 	specs := make([]session.Spec, 0, len(cfg.Sessions))
 	for _, s := range cfg.Sessions {
 		specs = append(specs, session.Spec{ID: session.ID(s.ID), Ports: s.Ports,

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 	"github.com/cvlan/cvlan/controlplane/netmap"
 	"github.com/cvlan/cvlan/controlplane/noiseconn"
 	"github.com/cvlan/cvlan/controlplane/relaymap"
+	"github.com/cvlan/cvlan/datapath/relay"
 	"github.com/cvlan/cvlan/datapath/relay/framed"
+	"github.com/cvlan/cvlan/datapath/relay/xdprelay"
 )
 
 // meshRelay is a framed relay on loopback driven by a link, as the daemon does.
@@ -26,7 +30,12 @@ type meshRelay struct {
 
 func newMeshRelay(t *testing.T, ctx context.Context, id string) *meshRelay {
 	k, _ := key.NewPrivate()
-	r := &meshRelay{ln: &link{log: slog.New(slog.DiscardHandler)}, key: k}
+	rl, err := relay.New(relay.Options{XDP: xdprelay.ModeOff, Addr: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rl.Close() })
+	r := &meshRelay{ln: &link{log: slog.New(slog.DiscardHandler), rl: rl}, key: k}
 	fs, err := framed.NewServer(framed.Config{Key: k, Authorizer: r.ln})
 	if err != nil {
 		t.Fatal(err)
@@ -130,4 +139,52 @@ func mustKey(t *testing.T) key.Private {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestRekeyedNodeDisconnected: a node whose node key changes (or that is deleted)
+// loses its framed connection, which was addressed by the old key.
+func TestRekeyedNodeDisconnected(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := newMeshRelay(t, ctx, "rl_1")
+	ma := mustKey(t)
+	cfg := &relaymap.Config{Clients: map[string]relaymap.Client{
+		"nd_a": {NodeID: "nd_a", TenantID: "tn_1", Machine: ma.MachinePublic(), Node: mustKey(t).NodePublic()},
+	}}
+	r.ln.cur.Store(newIndex(cfg))
+	a, err := framed.Dial(ctx, framed.DialConfig{URL: r.url, RelayKey: r.key.RelayPublic(), Machine: ma})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	gone := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := a.Recv(); err != nil {
+				var pg *framed.PeerGoneError
+				if !errors.As(err, &pg) {
+					gone <- err
+					return
+				}
+			}
+		}
+	}()
+	// Unchanged clients keep their connection...
+	same := &relaymap.Config{Seq: 1, Clients: cfg.Clients}
+	r.ln.Relay(same)
+	select {
+	case err := <-gone:
+		t.Fatalf("an unchanged client was disconnected: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// ...a new node key ends it.
+	rekeyed := &relaymap.Config{Seq: 2, Clients: map[string]relaymap.Client{
+		"nd_a": {NodeID: "nd_a", TenantID: "tn_1", Machine: ma.MachinePublic(), Node: mustKey(t).NodePublic()},
+	}}
+	r.ln.Relay(rekeyed)
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the rekeyed node's connection stayed up")
+	}
 }

@@ -280,6 +280,20 @@ func (s *Server) serve(c *client) {
 	}
 }
 
+// Disconnect closes the connection of the node addressed (tenant, node), if it is
+// connected, and reports whether it was: for a node the authorizer no longer
+// grants, or whose node key changed (a client keeps the address it connected with).
+func (s *Server) Disconnect(tenant string, node key.NodePublic) bool {
+	s.mu.RLock()
+	c := s.clients[peerID{tenant: tenant, node: node}]
+	s.mu.RUnlock()
+	if c == nil {
+		return false
+	}
+	c.close()
+	return true
+}
+
 // register adds c to s, unless s is closed; serve(c) must follow.
 func (s *Server) register(c *client) bool {
 	s.mu.Lock()
