@@ -151,6 +151,8 @@ type hub struct {
 	dirty     map[string]*dirtyTenant // waiting for the worker
 	kick      chan struct{}
 
+	compiling map[string]chan struct{} // tenants being compiled by policy; closed when done
+
 	relays map[string]*relayOutbox         // connected relays by relay ID
 	paths  map[string]map[string]*pairPath // node ID → peer ID → relayed path
 	ports  map[string]map[uint16]struct{}  // relay ID → UDP ports its sessions use
@@ -173,7 +175,8 @@ func newHub(st *state.State, log *slog.Logger) *hub {
 		st: st, log: log,
 		byNode: map[string]*outbox{}, byNetwork: map[string]map[string]*outbox{}, byTenant: map[string]map[string]*outbox{},
 		pol: map[string]*tenantPolicy{}, dirty: map[string]*dirtyTenant{}, kick: make(chan struct{}, 1),
-		relays: map[string]*relayOutbox{}, paths: map[string]map[string]*pairPath{}, ports: map[string]map[uint16]struct{}{},
+		compiling: map[string]chan struct{}{},
+		relays:    map[string]*relayOutbox{}, paths: map[string]map[string]*pairPath{}, ports: map[string]map[uint16]struct{}{},
 	}
 }
 
@@ -242,11 +245,33 @@ func (h *hub) sees(viewer, other *model.Node) bool {
 // policy returns tenant t's compiled policy, compiling it now if the hub has none
 // or has one from before node nodeID existed ("" skips that check).
 func (h *hub) policy(t *state.Tenant, nodeID string) (*tenantPolicy, error) {
+	fits := func(tp *tenantPolicy) bool { return tp != nil && (nodeID == "" || tp.compiled.Has(nodeID)) }
 	h.mu.Lock()
-	tp := h.pol[t.ID]
+	tp, busy := h.pol[t.ID], h.compiling[t.ID]
+	if !fits(tp) && busy == nil {
+		// Ours to compile; sessions arriving meanwhile (all agents reconnecting
+		// after a controller restart) wait for it rather than compile again.
+		done := make(chan struct{})
+		h.compiling[t.ID] = done
+		defer func() {
+			h.mu.Lock()
+			delete(h.compiling, t.ID)
+			h.mu.Unlock()
+			close(done)
+		}()
+	}
 	h.mu.Unlock()
-	if tp != nil && (nodeID == "" || tp.compiled.Has(nodeID)) {
+	if fits(tp) {
 		return tp, nil
+	}
+	if busy != nil {
+		<-busy
+		h.mu.Lock()
+		tp = h.pol[t.ID]
+		h.mu.Unlock()
+		if fits(tp) {
+			return tp, nil
+		}
 	}
 	doc, ver := documentOf(t)
 	c, err := compileForEnforcement(t, doc)
