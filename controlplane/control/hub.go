@@ -481,6 +481,20 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 		return
 	}
 	tp := newTenantPolicy(ver, c)
+	// Each connected node's policy and peer set, computed before taking the lock
+	// that the state writer's fan-out needs (Node costs tens of milliseconds per
+	// node in a large, dense tenant). tp is not shared yet, so its cache is ours.
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.byTenant[tid]))
+	for id := range h.byTenant[tid] {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	views := make(map[string]*controlpb.Policy, len(ids))
+	for _, id := range ids {
+		views[id] = policyView(tp.compiled.Node(id), tp.version)
+		tp.allows(id, "")
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.pol[tid] = tp
@@ -529,6 +543,10 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 				}
 			}
 		}
-		o.setPolicy(policyView(tp.compiled.Node(id), tp.version))
+		pv := views[id]
+		if pv == nil { // connected while the views were made
+			pv = policyView(tp.compiled.Node(id), tp.version)
+		}
+		o.setPolicy(pv)
 	}
 }
