@@ -521,16 +521,22 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 			}
 		}
 		// A new policy, or a viewer that itself changed (say, it just joined and its
-		// session began under a policy compiled before it existed): every relation.
+		// session began under a policy compiled before it existed): every relation
+		// of the viewer, which costs its peers under the new policy and the old.
 		if d.document || d.nodes[id] {
-			for _, other := range t.Nodes.All() {
-				if other.ID != id {
-					reconcilePeer(other)
+			want := map[string]bool{}
+			for pid := range tp.peerSet(id) {
+				if other := t.Nodes.ByID(pid); other != nil && other.ID != id && visible(viewer, other) {
+					want[pid] = true
+					if !hasKnown(o, pid) {
+						o.putPeer(h.withRelay(id, peerView(other)))
+					}
 				}
 			}
 			for kid := range o.known {
-				if t.Nodes.ByID(kid) == nil {
-					o.dropPeer(kid) // gone meanwhile
+				if !want[kid] {
+					o.dropPeer(kid)
+					h.unpair(id, kid)
 				}
 			}
 		} else {

@@ -94,7 +94,10 @@ func newTenantPolicy(version int64, c *policy.Compiled) *tenantPolicy {
 }
 
 // allows says whether viewer may have other as a WireGuard peer.
-func (tp *tenantPolicy) allows(viewer, other string) bool {
+func (tp *tenantPolicy) allows(viewer, other string) bool { return tp.peerSet(viewer)[other] }
+
+// peerSet is the IDs viewer may talk to or hear from, made once per viewer.
+func (tp *tenantPolicy) peerSet(viewer string) map[string]bool {
 	set, ok := tp.peers[viewer]
 	if !ok {
 		set = map[string]bool{}
@@ -103,7 +106,7 @@ func (tp *tenantPolicy) allows(viewer, other string) bool {
 		}
 		tp.peers[viewer] = set
 	}
-	return set[other]
+	return set
 }
 
 // policyView is the wire form of a node's compiled policy from document version.
