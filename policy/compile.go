@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 	"sync/atomic"
 )
 
@@ -42,6 +43,10 @@ type Compiled struct {
 	// last is the most recent node view: the controller asks for a node's Peers
 	// and then for its Node, and they share it.
 	last atomic.Pointer[view]
+
+	// memberOf lists each node's classes, for PeerSet.Has; made on first use.
+	memberOnce sync.Once
+	memberOf   [][]int32
 }
 
 // crule is a rule reduced to what the compiler needs.

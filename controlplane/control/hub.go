@@ -525,7 +525,7 @@ func (h *hub) recompile(w *state.World, tid string, d *dirtyTenant) {
 		// of the viewer, which costs its peers under the new policy and the old.
 		if d.document || d.nodes[id] {
 			want := map[string]bool{}
-			for pid := range tp.peerSet(id) {
+			for _, pid := range tp.compiled.Peers(id) {
 				if other := t.Nodes.ByID(pid); other != nil && other.ID != id && visible(viewer, other) {
 					want[pid] = true
 					if !hasKnown(o, pid) {

@@ -82,31 +82,26 @@ func policyRelevant(c state.NodeChange) bool {
 		!slices.Equal(o.Tags, n.Tags) || !slices.Equal(o.Routes, n.Routes)
 }
 
-// tenantPolicy is one tenant's compiled policy, with each node's peers as a set.
+// tenantPolicy is one tenant's compiled policy, with each viewer's peers as a
+// policy.PeerSet (a bit per identity class, not an entry per node pair).
 type tenantPolicy struct {
 	version  int64 // of the document; 0 for allowAll
 	compiled *policy.Compiled
-	peers    map[string]map[string]bool // node id → ids it may talk to or hear from
+	peers    map[string]*policy.PeerSet // node id → the nodes it may talk to or hear from
 }
 
 func newTenantPolicy(version int64, c *policy.Compiled) *tenantPolicy {
-	return &tenantPolicy{version: version, compiled: c, peers: map[string]map[string]bool{}}
+	return &tenantPolicy{version: version, compiled: c, peers: map[string]*policy.PeerSet{}}
 }
 
 // allows says whether viewer may have other as a WireGuard peer.
-func (tp *tenantPolicy) allows(viewer, other string) bool { return tp.peerSet(viewer)[other] }
-
-// peerSet is the IDs viewer may talk to or hear from, made once per viewer.
-func (tp *tenantPolicy) peerSet(viewer string) map[string]bool {
-	set, ok := tp.peers[viewer]
+func (tp *tenantPolicy) allows(viewer, other string) bool {
+	ps, ok := tp.peers[viewer]
 	if !ok {
-		set = map[string]bool{}
-		for _, id := range tp.compiled.Peers(viewer) {
-			set[id] = true
-		}
-		tp.peers[viewer] = set
+		ps = tp.compiled.PeerSet(viewer) // nil for a node compiled before it existed
+		tp.peers[viewer] = ps
 	}
-	return set
+	return ps != nil && ps.Has(other)
 }
 
 // policyView is the wire form of a node's compiled policy from document version.

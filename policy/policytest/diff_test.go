@@ -299,6 +299,17 @@ func TestDifferential(t *testing.T) {
 		for _, nd := range g.Nodes {
 			peers[nd.ID] = c.Peers(nd.ID)
 		}
+		for _, nd := range g.Nodes {
+			ps := c.PeerSet(nd.ID)
+			for _, o := range g.Nodes {
+				if want := slices.Contains(peers[nd.ID], o.ID); ps.Has(o.ID) != want {
+					fail("PeerSet(%s).Has(%s) = %v, Peers says %v", nd.ID, o.ID, !want, want)
+				}
+			}
+			if c.PeerSet("no-such-node") != nil || ps.Has("no-such-node") {
+				fail("PeerSet of or with an unknown node")
+			}
+		}
 		for range 60 {
 			pk := g.Packet(r)
 			packets++
