@@ -764,10 +764,10 @@ static __always_inline int flow_state(__u8 odir, __u8 osrc, __u8 dir, int src_is
  * passes; otherwise the active generation's rules decide, and an accepted packet opens
  * or refreshes its flow.
  *
- * The flow's state comes from the flow cache if this CPU found the flow live in
- * conntrack less than FLOW_WINDOW_J ago (a live entry stays live that long: its
- * timeout is longer, see FLOW_MIN_TIMEOUT_NS); else from conntrack if the hint says
- * the flow may be there; else the flow is not tracked. */
+ * The flow is not tracked if the hint rules it out. Else its state comes from the
+ * flow cache if this CPU found the flow live in conntrack less than FLOW_WINDOW_J
+ * ago (a live entry stays live that long: its timeout is longer, see
+ * FLOW_MIN_TIMEOUT_NS), else from conntrack. */
 static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir)
 {
 	/* The rule first, although a reply does not need it: finding it has no side
@@ -782,7 +782,7 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 	__u64 h = flow_hash(&f);
 	__u32 nowj = now_j();
 	__u32 hslot = (h >> 16) & (HINT_SLOTS - 1);
-	__u32 fslot = h >> (64 - 10);
+	__u32 fslot = (h >> (64 - 10)) + bpf_get_smp_processor_id() * FLOW_SLOTS;
 	int use_cache = ct_timeout_tcp_ns >= FLOW_MIN_TIMEOUT_NS && ct_timeout_other_ns >= FLOW_MIN_TIMEOUT_NS;
 	struct flow_slot *fs = NULL;
 	struct ct_val *cv = NULL;
@@ -790,14 +790,17 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 	__u64 now = 0;
 	int state = FLOW_NONE, cached = 0;
 
-	if (use_cache)
-		fs = bpf_map_lookup_elem(&flow_cache, &fslot);
-	if (fs && fs->stamp && nowj - fs->stamp < FLOW_WINDOW_J && flow_is(&fs->k, &f)) {
-		cached = 1;
-		state = flow_state(fs->dir, fs->src_is_a, dir, f.src_is_a);
-	} else {
-		__u32 *hint = bpf_map_lookup_elem(&ct_hint, &hslot);
-		if (hint && *hint && nowj - *hint < hint_window()) {
+	/* The hint first: a flow it rules out has no live entry, so this CPU's cache
+	 * cannot vouch for it either, and an unsolicited packet touches one cache
+	 * line here. */
+	__u32 *hint = bpf_map_lookup_elem(&ct_hint, &hslot);
+	if (hint && *hint && nowj - *hint < hint_window()) {
+		if (use_cache)
+			fs = bpf_map_lookup_elem(&flow_cache, &fslot);
+		if (fs && fs->stamp && nowj - fs->stamp < FLOW_WINDOW_J && flow_is(&fs->k, &f)) {
+			cached = 1;
+			state = flow_state(fs->dir, fs->src_is_a, dir, f.src_is_a);
+		} else {
 			flow_key(&ck, &f);
 			cv = bpf_map_lookup_elem(&conntrack, &ck);
 		}
@@ -846,6 +849,8 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 		/* The hint first: a CPU that sees the entry sees the hint. */
 		hint_write(hslot, nowj);
 		flow_key(&ck, &f);
+		if (use_cache && !fs)
+			fs = bpf_map_lookup_elem(&flow_cache, &fslot);
 		if (bpf_map_update_elem(&conntrack, &ck, &nv, BPF_ANY) == 0 && fs) {
 			flow_key(&fs->k, &f);
 			fs->stamp = nowj;

@@ -67,7 +67,7 @@ enum sizes {
 	MAX_RANGES = 65536,  /* port ranges of the groups not in the rule trie */
 	GROUP_RANGES = 16,   /* ranges a group may have outside the rule trie */
 	GROUP_IN_TRIE = 255, /* a group's range count when its ranges are in the trie */
-	FLOW_SLOTS = 1024,   /* per-CPU flow cache */
+	FLOW_SLOTS = 1024,   /* flow cache slots per CPU */
 	HINT_SLOTS = 65536,  /* conntrack hint */
 };
 
@@ -194,13 +194,13 @@ struct ct_val {
 };
 
 /* A flow this CPU recently found live in conntrack, with the direction and side
- * of its opening packet. */
+ * of its opening packet. A cache line. */
 struct flow_slot {
 	struct ct_key k;
 	__u32 stamp; /* jiffies | 1 when conntrack last confirmed it; 0: empty */
 	__u8 dir;
 	__u8 src_is_a;
-	__u8 pad[2];
+	__u8 pad[18];
 };
 
 struct frag_key {
@@ -340,10 +340,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_hint SEC(".maps");
 
-/* The per-CPU flow cache: spares a packet of a flow this CPU saw live within
- * about a second the conntrack lookup. Not pinned: a new program starts empty. */
+/* The flow cache: spares a packet of a flow this CPU saw live within about a
+ * second the conntrack lookup. FLOW_SLOTS slots per CPU, CPU c's from c *
+ * FLOW_SLOTS: the loader sets max_entries to that times the possible CPUs. A plain
+ * array rather than a per-CPU one, whose table of per-CPU pointers would cost a
+ * second cache miss. Not pinned: a new program starts empty. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FLOW_SLOTS);
 	__type(key, __u32);
 	__type(value, struct flow_slot);

@@ -46,18 +46,19 @@
 // among at most 16 ranges, counters are per-CPU arrays, and two caches keep most
 // packets away from the conntrack hash:
 //
-//   - The flow cache (per CPU, 1024 flows, not pinned) remembers for about a second
-//     (250 jiffies: 0.25 s at HZ=1000, 2.5 s at HZ=100) that conntrack held a flow
-//     live, and in which direction it opened. Packets of such a flow skip the
-//     conntrack lookup and refresh. It is used only when both conntrack timeouts
-//     are at least 5 seconds.
 //   - The conntrack hint (65536 slots, pinned with conntrack) holds, per hash of a
 //     flow, when an entry of a flow with that hash was last written (jiffies). A
 //     packet whose slot was not written within the longest conntrack timeout has
-//     no live flow and skips the conntrack lookup: unsolicited and denied traffic
-//     costs no hash lookup. The hint assumes HZ of at most 1907 (Linux allows
-//     1000 at most). Once more flows than slots were opened within the longest
-//     timeout, most slots say "maybe" and packets look conntrack up as before.
+//     no live flow, and the programs look no further: unsolicited and denied
+//     traffic costs one cache line and no hash lookup. The hint assumes HZ of at
+//     most 1907 (Linux allows 1000 at most). Once more flows than slots were
+//     opened within the longest timeout, most slots say "maybe" and packets go on
+//     to the flow cache and conntrack.
+//   - The flow cache (1024 flows per CPU, in one array with a region per CPU, not
+//     pinned) remembers for about a second (250 jiffies: 0.25 s at HZ=1000, 2.5 s
+//     at HZ=100) that conntrack held a flow live, and in which direction it
+//     opened. Packets of such a flow skip the conntrack lookup and refresh. It is
+//     used only when both conntrack timeouts are at least 5 seconds.
 //
 // # Fragments and malformed packets
 //

@@ -201,6 +201,16 @@ func loadSpec(l2 bool) (*ebpf.CollectionSpec, error) {
 	if err := v.Set(l2len); err != nil {
 		return nil, fmt.Errorf("setting %s: %w", policyVarL2Len, err)
 	}
+	// The flow cache has a region of FLOW_SLOTS slots per CPU.
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("counting CPUs: %w", err)
+	}
+	fc, ok := spec.Maps[policyMapFlowCache]
+	if !ok {
+		return nil, fmt.Errorf("collection has no map %s", policyMapFlowCache)
+	}
+	fc.MaxEntries = uint32(ncpu) * uint32(policySizesFLOW_SLOTS)
 	return spec, nil
 }
 

@@ -57,7 +57,7 @@ type policyFlowSlot struct {
 	Stamp  uint32
 	Dir    uint8
 	SrcIsA uint8
-	Pad    [2]uint8
+	Pad    [18]uint8
 }
 
 type policyFragKey struct {

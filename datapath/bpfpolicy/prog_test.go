@@ -235,7 +235,7 @@ func forget(t testing.TB, e *Enforcer) {
 	clearMap[policyCtKey, policyCtVal](t, e.objs.Conntrack)
 	clearMap[policyFragKey, policyFragVal](t, e.objs.Frags)
 	n := int(e.objs.FlowCache.MaxEntries())
-	if _, err := e.objs.FlowCache.BatchUpdate(indexes(n), make([]policyFlowSlot, n*e.ncpu), nil); err != nil {
+	if _, err := e.objs.FlowCache.BatchUpdate(indexes(n), make([]policyFlowSlot, n), nil); err != nil {
 		t.Fatalf("clearing the flow cache: %v", err)
 	}
 }
