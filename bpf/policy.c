@@ -34,11 +34,14 @@
 #define MAX_HDR_OFF 0x3fff
 #define CT_REFRESH_NS 1000000000ULL
 
-/* The flow cache's window, in jiffies: 0.25 s at HZ=1000, 2.5 s at HZ=100. */
+/* The flow cache's window, in jiffies: 0.25 s at HZ=1000, 2.5 s at HZ=100. The
+ * loader turns the cache off (flow_cache_on) unless both conntrack timeouts are at
+ * least 5 s: an entry it vouches for was refreshed at most a window and
+ * CT_REFRESH_NS ago. */
 #define FLOW_WINDOW_J 250
-/* The cache is used only if the conntrack timeouts are at least this long: an entry
- * it vouches for was refreshed at most a window and CT_REFRESH_NS ago. */
-#define FLOW_MIN_TIMEOUT_NS (5ULL * 1000000000)
+/* hint_window_j, set by the loader, is the longest conntrack timeout counted at 2^19
+ * ns a jiffy (so it is long enough up to HZ=1907), plus 1000 jiffies for hint slots
+ * that two CPUs wrote out of order. */
 
 #define FRAG_NONE 0
 #define FRAG_FIRST 1
@@ -340,8 +343,13 @@ static __always_inline void flow_of(struct flow *f, const struct pkt *p)
 {
 	__u64 s0 = p->saddr[0], s1 = p->saddr[1], d0 = p->daddr[0], d1 = p->daddr[1];
 	__u64 sp = bpf_ntohs(p->sport), dp = bpf_ntohs(p->dport);
-	__u64 ne0 = ne64(s0, d0), ne1 = ne64(s1, d1);
-	__u64 first = (ne0 & lt64(s0, d0)) | ((ne0 ^ 1) & ((ne1 & lt64(s1, d1)) | ((ne1 ^ 1) & (lt64(dp, sp) ^ 1))));
+	__u64 ne0 = ne64(s0, d0), first;
+	if (p->family == 4) {
+		first = (ne0 & lt64(s0, d0)) | ((ne0 ^ 1) & (lt64(dp, sp) ^ 1));
+	} else {
+		__u64 ne1 = ne64(s1, d1);
+		first = (ne0 & lt64(s0, d0)) | ((ne0 ^ 1) & ((ne1 & lt64(s1, d1)) | ((ne1 ^ 1) & (lt64(dp, sp) ^ 1))));
+	}
 	__u64 m = -first;
 	__u64 ports = sel(m, (__u64)p->sport | (__u64)p->dport << 16, (__u64)p->dport | (__u64)p->sport << 16);
 	f->w[0] = p->family | (__u64)p->proto << 8 | ports << 16;
@@ -352,19 +360,25 @@ static __always_inline void flow_of(struct flow *f, const struct pkt *p)
 	f->src_is_a = first;
 }
 
-/* flow_hash mixes the five words of a flow. */
+/* flow_hash mixes the words of a flow (IPv4 flows have only three that are not 0). */
 static __always_inline __u64 flow_hash(const struct flow *f)
 {
 	__u64 h = f->w[0] * 0x9e3779b97f4a7c15ULL + f->w[1] * 0xc2b2ae3d27d4eb4fULL +
-		  f->w[2] * 0x165667b19e3779f9ULL + f->w[3] * 0x85ebca77c2b2ae63ULL +
-		  f->w[4] * 0x27d4eb2f165667c5ULL;
+		  f->w[3] * 0x85ebca77c2b2ae63ULL;
+	if ((f->w[0] & 0xff) == 6)
+		h += f->w[2] * 0x165667b19e3779f9ULL + f->w[4] * 0x27d4eb2f165667c5ULL;
 	return h ^ (h >> 31);
 }
 
+/* flow_is reports whether k holds flow f. The first word holds the family, and an
+ * IPv4 key's third and fifth words are 0. */
 static __always_inline int flow_is(const struct ct_key *k, const struct flow *f)
 {
 	const __u64 *x = (const __u64 *)k;
-	return ((x[0] ^ f->w[0]) | (x[1] ^ f->w[1]) | (x[2] ^ f->w[2]) | (x[3] ^ f->w[3]) | (x[4] ^ f->w[4])) == 0;
+	__u64 d = (x[0] ^ f->w[0]) | (x[1] ^ f->w[1]) | (x[3] ^ f->w[3]);
+	if ((f->w[0] & 0xff) == 6)
+		d |= (x[2] ^ f->w[2]) | (x[4] ^ f->w[4]);
+	return d == 0;
 }
 
 static __always_inline void flow_key(struct ct_key *k, const struct flow *f)
@@ -405,15 +419,6 @@ static __always_inline int ct_live(const struct ct_val *v, __u8 proto, __u64 now
 	return now - v->last_seen < timeout;
 }
 
-/* hint_window is how long, in jiffies, a hint slot vouches for a write: the longest
- * conntrack timeout, counted at 2^19 ns a jiffy (conservative up to HZ=1907), and a
- * second at HZ=1000 for slots written out of order by two CPUs. */
-static __always_inline __u32 hint_window(void)
-{
-	__u64 t = ct_timeout_tcp_ns > ct_timeout_other_ns ? ct_timeout_tcp_ns : ct_timeout_other_ns;
-	t = (t >> 19) + 1000;
-	return t > 0x7fffffff ? 0x7fffffff : (__u32)t;
-}
 
 static __always_inline void hint_write(__u32 slot, __u32 nowj)
 {
@@ -543,8 +548,12 @@ static __always_inline __u32 pfx4_find(const struct gen_meta *m, __u32 base, __u
 #pragma unroll
 		for (__u32 j = 0; j < PFX_BUCKET; j++) {
 			__u64 v = b->s[j];
-			if ((v & 0xffffffffffULL) == want)
+			if ((v & 0xffffffffffULL) == want) {
 				found = v >> 40;
+				break;
+			}
+			if (!v)
+				break; /* the loader fills a bucket's slots in order */
 		}
 		if (found != NO_HIT)
 			break;
@@ -567,8 +576,12 @@ static __always_inline __u32 pfx6_find(const struct gen_meta *m, __u32 base, __u
 			break;
 #pragma unroll
 		for (__u32 j = 0; j < PFX_BUCKET; j++) {
-			if (b->s[j].a0 == b0 && b->s[j].a1 == b1 && b->s[j].len1 == len + 1)
+			if (b->s[j].a0 == b0 && b->s[j].a1 == b1 && b->s[j].len1 == len + 1) {
 				found = b->s[j].index;
+				break;
+			}
+			if (!b->s[j].len1)
+				break;
 		}
 		if (found != NO_HIT)
 			break;
@@ -767,7 +780,7 @@ static __always_inline int flow_state(__u8 odir, __u8 osrc, __u8 dir, int src_is
  * The flow is not tracked if the hint rules it out. Else its state comes from the
  * flow cache if this CPU found the flow live in conntrack less than FLOW_WINDOW_J
  * ago (a live entry stays live that long: its timeout is longer, see
- * FLOW_MIN_TIMEOUT_NS), else from conntrack. */
+ * FLOW_WINDOW_J), else from conntrack. */
 static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir)
 {
 	/* The rule first, although a reply does not need it: finding it has no side
@@ -783,7 +796,7 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 	__u32 nowj = now_j();
 	__u32 hslot = (h >> 16) & (HINT_SLOTS - 1);
 	__u32 fslot = (h >> (64 - 10)) + bpf_get_smp_processor_id() * FLOW_SLOTS;
-	int use_cache = ct_timeout_tcp_ns >= FLOW_MIN_TIMEOUT_NS && ct_timeout_other_ns >= FLOW_MIN_TIMEOUT_NS;
+	int use_cache = flow_cache_on;
 	struct flow_slot *fs = NULL;
 	struct ct_val *cv = NULL;
 	struct ct_key ck;
@@ -794,7 +807,7 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 	 * cannot vouch for it either, and an unsolicited packet touches one cache
 	 * line here. */
 	__u32 *hint = bpf_map_lookup_elem(&ct_hint, &hslot);
-	if (hint && *hint && nowj - *hint < hint_window()) {
+	if (hint && *hint && nowj - *hint < hint_window_j) {
 		if (use_cache)
 			fs = bpf_map_lookup_elem(&flow_cache, &fslot);
 		if (fs && fs->stamp && nowj - fs->stamp < FLOW_WINDOW_J && flow_is(&fs->k, &f)) {

@@ -24,6 +24,11 @@ volatile const __u64 ct_timeout_tcp_ns = 6ULL * 3600 * 1000000000;
 volatile const __u64 ct_timeout_other_ns = 60ULL * 1000000000;
 /* Idle time after which a first fragment's verdict no longer admits later ones. */
 volatile const __u64 frag_timeout_ns = 30ULL * 1000000000;
+/* Derived from the conntrack timeouts by the loader (policy.c explains them): how
+ * many jiffies a conntrack hint slot vouches for a write, and whether the flow
+ * cache is used. */
+volatile const __u32 hint_window_j = 0x7fffffff;
+volatile const __u32 flow_cache_on = 1;
 
 /* Shared with Go through bpf2go -type; the Go tables test their sizes. */
 enum drop_reason {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -141,6 +142,9 @@ func load(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) (*Enforcer
 			m.Pinning = ebpf.PinNone
 		}
 	}
+	if err := deriveConstants(spec); err != nil {
+		return nil, err
+	}
 	e := &Enforcer{pinDir: pinDir, log: log, spec: spec, halves: [2]*written{{}, {}}}
 	err := spec.LoadAndAssign(&e.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
@@ -212,6 +216,41 @@ func loadSpec(l2 bool) (*ebpf.CollectionSpec, error) {
 	}
 	fc.MaxEntries = uint32(ncpu) * uint32(policySizesFLOW_SLOTS)
 	return spec, nil
+}
+
+// flowCacheMinTimeout is the shortest conntrack timeout with which the programs use
+// their flow cache: an entry it vouches for was refreshed at most 2.5 s (250
+// jiffies at HZ=100) and a second ago.
+const flowCacheMinTimeout = 5 * time.Second
+
+// deriveConstants sets the load-time constants that follow from the conntrack
+// timeouts (policy.c explains them).
+func deriveConstants(spec *ebpf.CollectionSpec) error {
+	var tcp, other uint64
+	for name, v := range map[string]*uint64{policyVarCtTimeoutTcpNs: &tcp, policyVarCtTimeoutOtherNs: &other} {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("collection has no variable %s", name)
+		}
+		if err := vs.Get(v); err != nil {
+			return fmt.Errorf("reading %s: %w", name, err)
+		}
+	}
+	window := min(max(tcp, other)>>19+1000, 0x7fffffff)
+	on := uint32(0)
+	if min(tcp, other) >= uint64(flowCacheMinTimeout) {
+		on = 1
+	}
+	for name, v := range map[string]uint32{policyVarHintWindowJ: uint32(window), policyVarFlowCacheOn: on} {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("collection has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // genMap is one trie of a generation: its outer map (two slots) and, for install,

@@ -37,7 +37,10 @@ import (
 // and the rate is one CPU's worth of generating plus receiving. (A threaded NAPI on
 // the other CPU was tried: cross-CPU traffic on veth's ring, with the generator
 // overrunning it, made even the unfiltered receiver slower than this, on a 2-CPU
-// VM.) The cases, each measured for 2 s after 300 ms of warm-up:
+// VM.) The six cases are measured in three rounds, one after the other in each
+// round, each time for 1 s after 300 ms of warm-up, and each case's best round
+// counts: other load on the machine (a shared CI runner) only ever lowers a rate,
+// and interleaving spreads it over the cases. The cases:
 //
 //	ebpf-drop, nft-drop   15 of 16 frames match no rule (half from world addresses,
 //	                      half from known identities to a port none of their ranges
@@ -58,7 +61,9 @@ import (
 // target is ebpf/nft-drop ≥ 2); floor-drop-pps and floor-pass-pps; and <case>-ns,
 // the filter's own cost per packet: 1/(packets the receiver took per second) minus
 // the same for the floor of its mix, in nanoseconds. The pps ratios include the fixed
-// cost of the floor on both sides; the -ns metrics compare the filters alone.
+// cost of the floor on both sides, so however cheap a filter, its ratio cannot pass
+// (floor + the other filter's cost) / floor; the -ns metrics compare the filters
+// alone.
 //
 // Before measuring, each case sends every frame once, slowly, and checks that the
 // filter judged all of them and delivered exactly the frames the naive evaluator
@@ -69,7 +74,7 @@ import (
 // conntrack hooks in r). The policy is the same: 250 identities with 4 disjoint
 // prefixes each (1000 prefixes) and 4 port ranges each (1000 rule entries), IPv4.
 // nftables gets the structure the eBPF programs use and its cheapest placement: an
-// interval verdict map from prefix to a chain per identity (the identity tries) with
+// interval verdict map from prefix to a chain per identity (the identity lookup) with
 // one counted rule per entry (the rule groups with their per-rule counters), in a
 // chain at the prerouting hook of an inet table restricted to vr, which drops
 // before the route lookup; every rule counts, as every eBPF verdict does. (One
@@ -88,39 +93,44 @@ import (
 func BenchmarkPolicyVsNftables(b *testing.B) {
 	privileged.Require(b)
 	env := newNftBench(b)
-	const warmup, window = 300 * time.Millisecond, 2 * time.Second
+	const rounds, warmup, window = 3, 300 * time.Millisecond, time.Second
 	pps, took := map[string]float64{}, map[string]float64{}
-	for _, c := range []struct {
-		name      string
-		filter    nftFilter
-		dropHeavy bool
-	}{
-		{"floor-drop", filterFloor, true},
-		{"ebpf-drop", filterEBPF, true},
-		{"nft-drop", filterNft, true},
-		{"floor-pass", filterNone, false},
-		{"ebpf-pass", filterEBPF, false},
-		{"nft-pass", filterNft, false},
-	} {
-		frames, accepts := nftBenchMix(b, env.pol, env.vrMAC, env.vsMAC, c.dropHeavy)
-		switch c.filter {
-		case filterFloor:
-			accepts = 0
-		case filterNone:
-			accepts = nftBenchFrames
+	for round := range rounds {
+		for _, c := range []struct {
+			name      string
+			filter    nftFilter
+			dropHeavy bool
+		}{
+			{"floor-drop", filterFloor, true},
+			{"ebpf-drop", filterEBPF, true},
+			{"nft-drop", filterNft, true},
+			{"floor-pass", filterNone, false},
+			{"ebpf-pass", filterEBPF, false},
+			{"nft-pass", filterNft, false},
+		} {
+			frames, accepts := nftBenchMix(b, env.pol, env.vrMAC, env.vsMAC, c.dropHeavy)
+			switch c.filter {
+			case filterFloor:
+				accepts = 0
+			case filterNone:
+				accepts = nftBenchFrames
+			}
+			env.loadFrames(b, frames)
+			judged, teardown := env.enforce(b, c.filter)
+			env.check(b, c.name, judged, accepts)
+			primary := judged
+			if !c.dropHeavy {
+				primary = env.delivered(b)
+			}
+			r := env.measure(b, primary, judged, warmup, window)
+			teardown()
+			b.Logf("round %d: %s: %.0f pps (judged %.0f/s, delivered %.0f/s, veth rx %.0f/s, generated %.0f/s)",
+				round+1, c.name, r.pps, r.judged, r.delivered, r.rx, r.sent)
+			// The best round counts: other load on the machine only ever lowers a rate.
+			if r.pps > pps[c.name] {
+				pps[c.name], took[c.name] = r.pps, r.rx
+			}
 		}
-		env.loadFrames(b, frames)
-		judged, teardown := env.enforce(b, c.filter)
-		env.check(b, c.name, judged, accepts)
-		primary := judged
-		if !c.dropHeavy {
-			primary = env.delivered(b)
-		}
-		r := env.measure(b, primary, judged, warmup, window)
-		teardown()
-		b.Logf("%s: %.0f pps (judged %.0f/s, delivered %.0f/s, veth rx %.0f/s, generated %.0f/s)",
-			c.name, r.pps, r.judged, r.delivered, r.rx, r.sent)
-		pps[c.name], took[c.name] = r.pps, r.rx
 	}
 	b.ReportMetric(0, "ns/op") // one op is the whole comparison
 	for name, v := range pps {

@@ -251,7 +251,9 @@ const (
 	policyProgCvlanIngress    = "cvlan_ingress"
 	policyVarCtTimeoutOtherNs = "ct_timeout_other_ns"
 	policyVarCtTimeoutTcpNs   = "ct_timeout_tcp_ns"
+	policyVarFlowCacheOn      = "flow_cache_on"
 	policyVarFragTimeoutNs    = "frag_timeout_ns"
+	policyVarHintWindowJ      = "hint_window_j"
 	policyVarL2Len            = "l2_len"
 )
 
@@ -331,7 +333,9 @@ type policyMapSpecs struct {
 type policyVariableSpecs struct {
 	CtTimeoutOtherNs *ebpf.VariableSpec `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutTcpNs   *ebpf.VariableSpec `ebpf:"ct_timeout_tcp_ns"`
+	FlowCacheOn      *ebpf.VariableSpec `ebpf:"flow_cache_on"`
 	FragTimeoutNs    *ebpf.VariableSpec `ebpf:"frag_timeout_ns"`
+	HintWindowJ      *ebpf.VariableSpec `ebpf:"hint_window_j"`
 	L2Len            *ebpf.VariableSpec `ebpf:"l2_len"`
 }
 
@@ -404,7 +408,9 @@ func (m *policyMaps) Close() error {
 type policyVariables struct {
 	CtTimeoutOtherNs *ebpf.Variable `ebpf:"ct_timeout_other_ns"`
 	CtTimeoutTcpNs   *ebpf.Variable `ebpf:"ct_timeout_tcp_ns"`
+	FlowCacheOn      *ebpf.Variable `ebpf:"flow_cache_on"`
 	FragTimeoutNs    *ebpf.Variable `ebpf:"frag_timeout_ns"`
+	HintWindowJ      *ebpf.Variable `ebpf:"hint_window_j"`
 	L2Len            *ebpf.Variable `ebpf:"l2_len"`
 }
 
