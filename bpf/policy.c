@@ -305,6 +305,7 @@ static __always_inline int parse_v6(struct __sk_buff *skb, struct pkt *p, __u32 
 
 static __always_inline void count_slot(__u32 slot, __u32 len)
 {
+	slot += bpf_get_smp_processor_id() * MAX_RULES;
 	struct counter *c = bpf_map_lookup_elem(&rule_counters, &slot);
 	if (c) {
 		c->packets++;

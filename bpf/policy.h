@@ -367,12 +367,16 @@ struct {
 
 /* Per-rule packets and bytes, by counter slot; rule_slots says which rule a slot
  * counts. The loader assigns slots, so that a rule keeps its counter across
- * policies. */
+ * policies. MAX_RULES slots per CPU, CPU c's from c * MAX_RULES (the loader sets
+ * max_entries to that times the possible CPUs): a plain array rather than a
+ * per-CPU one, whose table of per-CPU pointers would cost a second cache miss. The
+ * loader reads it through mmap. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_RULES);
 	__type(key, __u32);
 	__type(value, struct counter);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } rule_counters SEC(".maps");
 

@@ -1,6 +1,7 @@
 package bpfpolicy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,8 @@ type Enforcer struct {
 	// The counter slots in use (rule_slots): by rule id, and which are taken.
 	slotOf map[uint32]uint16
 	taken  []bool
+	// rule_counters, mapped: CPU c's counter of slot s at (c*maxRuleIDs+s)*16.
+	counters *ebpf.Memory
 	// What each generation's half of the tables holds, as far as this Enforcer
 	// wrote it; nil: unknown (maps reused from pins), so the next write clears all.
 	halves [2]*written
@@ -172,6 +175,12 @@ func (e *Enforcer) loadSlots() error {
 		return fmt.Errorf("counting CPUs: %w", err)
 	}
 	e.ncpu, e.slotOf, e.taken = ncpu, map[uint32]uint16{}, make([]bool, maxRuleIDs)
+	if int(e.objs.RuleCounters.MaxEntries()) != ncpu*maxRuleIDs {
+		return fmt.Errorf("%s has %d counters, want %d for %d CPUs", policyMapRuleCounters, e.objs.RuleCounters.MaxEntries(), ncpu*maxRuleIDs, ncpu)
+	}
+	if e.counters, err = e.objs.RuleCounters.Memory(); err != nil {
+		return fmt.Errorf("mapping the rule counters: %w", err)
+	}
 	keys := make([]uint32, maxRuleIDs)
 	vals := make([]policyRuleSlot, maxRuleIDs)
 	var cursor ebpf.MapBatchCursor
@@ -215,6 +224,12 @@ func loadSpec(l2 bool) (*ebpf.CollectionSpec, error) {
 		return nil, fmt.Errorf("collection has no map %s", policyMapFlowCache)
 	}
 	fc.MaxEntries = uint32(ncpu) * uint32(policySizesFLOW_SLOTS)
+	// So do the rule counters, MAX_RULES slots per CPU.
+	rc, ok := spec.Maps[policyMapRuleCounters]
+	if !ok {
+		return nil, fmt.Errorf("collection has no map %s", policyMapRuleCounters)
+	}
+	rc.MaxEntries = uint32(ncpu) * uint32(maxRuleIDs)
 	return spec, nil
 }
 
@@ -634,11 +649,18 @@ func (e *Enforcer) releaseSlots(slots []uint32) {
 	}
 }
 
+// counterSize is the size of a struct counter.
+const counterSize = 16
+
 // writeSlots zeroes the counters of slots and records which rule each counts.
 func (e *Enforcer) writeSlots(slots []uint32, rule func(uint32) policyRuleSlot) error {
-	zero := make([]policyCounter, len(slots)*e.ncpu)
-	if _, err := e.objs.RuleCounters.BatchUpdate(slots, zero, nil); err != nil {
-		return fmt.Errorf("zeroing %d counters: %w", len(slots), err)
+	var zero [counterSize]byte
+	for _, s := range slots {
+		for c := range e.ncpu {
+			if _, err := e.counters.WriteAt(zero[:], int64(c*maxRuleIDs+int(s))*counterSize); err != nil {
+				return fmt.Errorf("zeroing the counter of slot %d: %w", s, err)
+			}
+		}
 	}
 	vals := make([]policyRuleSlot, len(slots))
 	for i, s := range slots {
@@ -686,25 +708,17 @@ func (e *Enforcer) Counters() (map[uint32]RuleCounter, error) {
 		return nil, ErrClosed
 	}
 	out := make(map[uint32]RuleCounter, len(e.slotOf))
-	if len(e.slotOf) == 0 {
-		return out, nil
-	}
-	last := 0
-	for _, s := range e.slotOf {
-		last = max(last, int(s))
-	}
-	keys := make([]uint32, last+1)
-	vals := make([]policyCounter, (last+1)*e.ncpu)
-	var cursor ebpf.MapBatchCursor
-	n, err := e.objs.RuleCounters.BatchLookup(&cursor, keys, vals, nil)
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil, fmt.Errorf("bpfpolicy: reading rule counters: %w", err)
-	}
+	var b [counterSize]byte
 	for id, s := range e.slotOf {
-		if int(s) >= n {
-			return nil, fmt.Errorf("bpfpolicy: reading rule counters: %d of %d slots read", n, last+1)
+		var rc RuleCounter
+		for c := range e.ncpu {
+			if _, err := e.counters.ReadAt(b[:], int64(c*maxRuleIDs+int(s))*counterSize); err != nil {
+				return nil, fmt.Errorf("bpfpolicy: reading the counter of rule %d: %w", id, err)
+			}
+			rc.Packets += binary.LittleEndian.Uint64(b[:8])
+			rc.Bytes += binary.LittleEndian.Uint64(b[8:])
 		}
-		out[id] = sum(vals[int(s)*e.ncpu : int(s+1)*e.ncpu])
+		out[id] = rc
 	}
 	return out, nil
 }
