@@ -20,11 +20,19 @@ func (c *Compiled) PeerSet(id string) *PeerSet {
 	}
 	v := c.viewOf(i)
 	ps := &PeerSet{c: c, self: i, accept: make([]uint64, (len(c.classes)+63)/64)}
-	set := func(x int32) { ps.accept[x/64] |= 1 << (x % 64) }
+	c.peerClasses(v, func(x int32) { ps.accept[x/64] |= 1 << (x % 64) })
+	return ps
+}
+
+// peerClasses calls fn for each class whose member nodes are peers of v's node:
+// those that a group with an Accept entry holds, and, where a family's default
+// accepts, every class of that family with members that no group singles out. A
+// class may come more than once.
+func (c *Compiled) peerClasses(v *view, fn func(x int32)) {
 	for _, g := range v.groups {
 		if g.d.accepts() {
 			for _, x := range g.classes {
-				set(x)
+				fn(x)
 			}
 		}
 	}
@@ -37,11 +45,10 @@ func (c *Compiled) PeerSet(id string) *PeerSet {
 				continue
 			}
 			if _, cand := slices.BinarySearch(v.cands, int32(x)); !cand {
-				set(int32(x))
+				fn(int32(x))
 			}
 		}
 	}
-	return ps
 }
 
 // Has reports whether node id is in the set (never the node itself).

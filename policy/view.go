@@ -427,30 +427,11 @@ func (c *Compiled) Peers(id string) []string {
 
 func (c *Compiled) peers(v *view) []string {
 	mark := make([]bool, len(c.nodes))
-	for _, g := range v.groups {
-		if g.d.accepts() {
-			for _, x := range g.classes {
-				for _, m := range c.classes[x].members {
-					mark[m] = true
-				}
-			}
+	c.peerClasses(v, func(x int32) {
+		for _, m := range c.classes[x].members {
+			mark[m] = true
 		}
-	}
-	for f := range 2 {
-		if !v.any[f].accepts() {
-			continue
-		}
-		for x := range c.classes {
-			if c.classes[x].family != uint8(f) || len(c.classes[x].members) == 0 {
-				continue
-			}
-			if _, cand := slices.BinarySearch(v.cands, int32(x)); !cand {
-				for _, m := range c.classes[x].members {
-					mark[m] = true
-				}
-			}
-		}
-	}
+	})
 	mark[v.node] = false
 	var out []string
 	for m, ok := range mark {
