@@ -14,40 +14,62 @@ import (
 	"github.com/cvlan/cvlan/controlplane/state"
 )
 
+// mailbox is what the outbox of every session (agent or relay) has: a lock for
+// the pending changes, a pending goodbye, and the signals of its session loop.
+type mailbox struct {
+	mu   sync.Mutex
+	bye  *controlpb.Goodbye
+	wake chan struct{} // one pending signal at most
+	done chan struct{} // closed when the session ends
+	once sync.Once
+}
+
+func newMailbox() mailbox {
+	return mailbox{wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (m *mailbox) signal() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// goodbye queues the end of the session; the first reason wins.
+func (m *mailbox) goodbye(code, reason string) {
+	m.mu.Lock()
+	if m.bye == nil {
+		m.bye = &controlpb.Goodbye{Code: code, Reason: reason}
+	}
+	m.mu.Unlock()
+	m.signal()
+}
+
+// end marks the session over; it is safe to call more than once.
+func (m *mailbox) end() { m.once.Do(func() { close(m.done) }) }
+
 // outbox is one connected agent's pending changes, merged by peer so that a slow
 // agent receives the latest state of each peer, never an unbounded backlog.
 type outbox struct {
 	nodeID, tenantID, networkID string
 
-	mu     sync.Mutex
+	mailbox
 	self   *controlpb.Self
 	upsert map[string]*controlpb.Peer
 	remove map[string]struct{}
 	policy *controlpb.Policy   // pending replacement
 	relays *controlpb.RelayMap // pending replacement
-	bye    *controlpb.Goodbye
 	// known are the peers the agent has once the queued changes are sent, and
 	// sentPolicy the policy it has then; only the hub touches them, under its lock.
 	known      map[string]struct{}
 	sentPolicy *controlpb.Policy
-
-	wake chan struct{} // one pending signal at most
-	done chan struct{} // closed when the session ends
-	once sync.Once
 }
 
 func newOutbox(n *model.Node) *outbox {
 	return &outbox{
 		nodeID: n.ID, tenantID: n.TenantID, networkID: n.NetworkID,
 		upsert: map[string]*controlpb.Peer{}, remove: map[string]struct{}{}, known: map[string]struct{}{},
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
-	}
-}
-
-func (o *outbox) signal() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
+		mailbox: newMailbox(),
 	}
 }
 
@@ -94,18 +116,6 @@ func (o *outbox) setRelayMap(m *controlpb.RelayMap) {
 	o.mu.Unlock()
 	o.signal()
 }
-
-func (o *outbox) goodbye(code, reason string) {
-	o.mu.Lock()
-	if o.bye == nil {
-		o.bye = &controlpb.Goodbye{Code: code, Reason: reason}
-	}
-	o.mu.Unlock()
-	o.signal()
-}
-
-// end marks the session over; it is safe to call more than once.
-func (o *outbox) end() { o.once.Do(func() { close(o.done) }) }
 
 // take empties the outbox into one delta (nil when nothing is pending) and the
 // goodbye, if one is pending. Peers come out sorted, so deltas are deterministic.

@@ -3,7 +3,6 @@ package control
 import (
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cvlan/cvlan/controlplane/controlpb"
@@ -23,7 +22,7 @@ type relayOutbox struct {
 	region  string
 	key     key.RelayPublic
 
-	mu             sync.Mutex
+	mailbox
 	clients        map[string]*controlpb.RelayClient
 	removeClients  map[string]struct{}
 	sessions       map[uint64]*controlpb.RelaySession
@@ -31,11 +30,6 @@ type relayOutbox struct {
 	addPairs       map[[2]string]*controlpb.RelayPair
 	removePairs    map[[2]string]*controlpb.RelayPair
 	mesh           *controlpb.RelayMap // pending replacement
-	bye            *controlpb.Goodbye
-
-	wake chan struct{}
-	done chan struct{}
-	once sync.Once
 }
 
 func newRelayOutbox(r *model.Relay) *relayOutbox {
@@ -44,26 +38,8 @@ func newRelayOutbox(r *model.Relay) *relayOutbox {
 		clients: map[string]*controlpb.RelayClient{}, removeClients: map[string]struct{}{},
 		sessions: map[uint64]*controlpb.RelaySession{}, removeSessions: map[uint64]struct{}{},
 		addPairs: map[[2]string]*controlpb.RelayPair{}, removePairs: map[[2]string]*controlpb.RelayPair{},
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		mailbox: newMailbox(),
 	}
-}
-
-func (o *relayOutbox) signal() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (o *relayOutbox) end() { o.once.Do(func() { close(o.done) }) }
-
-func (o *relayOutbox) goodbye(code, reason string) {
-	o.mu.Lock()
-	if o.bye == nil {
-		o.bye = &controlpb.Goodbye{Code: code, Reason: reason}
-	}
-	o.mu.Unlock()
-	o.signal()
 }
 
 func (o *relayOutbox) setMesh(m *controlpb.RelayMap) {
