@@ -114,7 +114,6 @@ func Open(opts Options) (*Enforcer, error) {
 	if err := os.MkdirAll(pinDir, 0o700); err != nil {
 		return nil, fmt.Errorf("bpfpolicy: creating pin directory: %w", err)
 	}
-	_, statErr := os.Stat(filepath.Join(pinDir, policyMapPolicyState))
 	spec, err := loadSpec(opts.L2)
 	if err != nil {
 		return nil, fmt.Errorf("bpfpolicy: %w", err)
@@ -123,10 +122,7 @@ func Open(opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bpfpolicy: %w", err)
 	}
-	e.iface, e.ifindex, e.reused = opts.Interface, ifc.Index, statErr == nil
-	if e.reused {
-		e.halves = [2]*written{} // written by an earlier Enforcer: unknown
-	}
+	e.iface, e.ifindex = opts.Interface, ifc.Index
 	if err := e.attach(opts.forceClsact); err != nil {
 		e.closeHooks()
 		e.objs.Close()
@@ -149,6 +145,13 @@ func load(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) (*Enforcer
 		return nil, err
 	}
 	e := &Enforcer{pinDir: pinDir, log: log, spec: spec, halves: [2]*written{{}, {}}}
+	if pinDir != "" {
+		if _, err := os.Stat(filepath.Join(pinDir, policyMapPolicyState)); err == nil {
+			// The tables were written by an earlier Enforcer: what they hold is
+			// unknown, so the first write of each half clears it all.
+			e.reused, e.halves = true, [2]*written{}
+		}
+	}
 	err := spec.LoadAndAssign(&e.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("the maps pinned in %s were made by another version (Remove them to start afresh): %w", pinDir, err)
@@ -315,9 +318,9 @@ func (e *Enforcer) genMaps(g *generation) []genMap {
 }
 
 // writeHalf writes g's tables into generation gen's half of the arrays, clearing
-// what that half held before, and returns what it wrote.
-func (e *Enforcer) writeHalf(gen uint32, g *generation) (*written, error) {
-	old := e.halves[gen]
+// what old says the half held before (everything if old is nil), and returns what
+// it wrote.
+func (e *Enforcer) writeHalf(gen uint32, g *generation, old *written) (*written, error) {
 	w := &written{idents: len(g.Idents), ranges: len(g.Ranges)}
 	if err := e.objs.Meta.Put(gen, &g.Meta); err != nil {
 		return nil, fmt.Errorf("writing the generation's parameters: %w", err)
@@ -531,7 +534,7 @@ func (e *Enforcer) install(g *generation, st *policyPolicyState) (err error) {
 	// A half written in part holds an unknown mixture until written again.
 	old := e.halves[next]
 	e.halves[next] = nil
-	w, err := e.writeHalf(next, g)
+	w, err := e.writeHalf(next, g, old)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@ package bpfpolicy
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/cvlan/cvlan/internal/e2e/harness"
+	"github.com/cvlan/cvlan/internal/privileged"
 	"github.com/cvlan/cvlan/policy"
 )
 
@@ -154,5 +158,118 @@ func TestSwitchAtomic(t *testing.T) {
 	t.Logf("%d switches, %d packets", flips, runs.Load())
 	if flips < 10 || runs.Load() == 0 {
 		t.Errorf("only %d switches and %d packets: the test proved little", flips, runs.Load())
+	}
+}
+
+// TestRestartKeepsState: an Enforcer that loads the maps an earlier one pinned keeps
+// the rules' counters, and its first policy clears what the earlier one left in the
+// generation it writes, which it never saw.
+func TestRestartKeepsState(t *testing.T) {
+	privileged.Require(t)
+	dir := pinDir(harness.New(t), "rs")
+	if err := ensureBPFFS(dir, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *Enforcer {
+		spec, err := loadSpec(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := load(spec, dir, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	// One policy per source: udp 53 from 10.1/16 by rule 1, from 172.16/16 by rule 2,
+	// from 192.168/16 by rule 3. The same prefix length, so that a prefix left over
+	// in a generation would be found.
+	only := func(version int64, pfx string, rule uint32) *policy.NodePolicy {
+		p := dnsPolicy(version, policy.Identity(rule), rule)
+		p.Prefixes = []policy.IdentityPrefix{{Prefix: netip.MustParsePrefix(pfx), Identity: policy.Identity(rule)}}
+		return p
+	}
+	dns := func(src string) []byte { return ip(src, local4, protoUDP, udp(40000, 53, 10)) }
+
+	e1 := open()
+	if err := e1.Set(only(1, "10.1.0.0/16", 1)); err != nil { // the second generation
+		t.Fatal(err)
+	}
+	if err := e1.Set(only(2, "172.16.0.0/16", 2)); err != nil { // the first
+		t.Fatal(err)
+	}
+	step{in, dns("172.16.0.9"), "pass:rule", 2}.check(t, e1)
+	step{in, dns("172.16.0.9"), "pass:rule", 2}.check(t, e1)
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e2 := open()
+	defer e2.Remove()
+	if !e2.reused {
+		t.Fatal("the second load did not see the pins of the first")
+	}
+	counters, err := e2.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := counters[2]; c.Packets != 2 || len(counters) != 1 {
+		t.Errorf("counters after the restart: %v, want rule 2's 2 packets", counters)
+	}
+	step{in, dns("172.16.0.9"), "pass:rule", 2}.check(t, e2)
+	// This writes the generation that still holds the first policy (10.1/16).
+	if err := e2.Set(only(3, "192.168.0.0/16", 3)); err != nil {
+		t.Fatal(err)
+	}
+	step{in, dns("192.168.1.1"), "pass:rule", 3}.check(t, e2)
+	step{in, dns("10.1.1.1"), "drop:no_rule", 0}.check(t, e2)
+	step{in, dns("172.16.0.9"), "drop:no_rule", 0}.check(t, e2)
+	if counters, err := e2.Counters(); err != nil || len(counters) != 1 || counters[3].Packets != 1 {
+		t.Errorf("counters after the new policy: %v, %v; want rule 3's 1 packet", counters, err)
+	}
+}
+
+// TestSetClearsOldGeneration: each policy is written over the one before the last;
+// what that one had and the new one has not (a prefix of the same length, an
+// identity record, a range) must be gone.
+func TestSetClearsOldGeneration(t *testing.T) {
+	e := loaded(t, nil, nil)
+	only := func(version int64, pfx string, id policy.Identity, rules ...uint32) *policy.NodePolicy {
+		p := &policy.NodePolicy{Version: version, Prefixes: []policy.IdentityPrefix{{Prefix: netip.MustParsePrefix(pfx), Identity: id}}}
+		for _, r := range rules {
+			p.Rules = append(p.Rules, policy.RuleEntry{Direction: policy.Ingress, Identity: id, Proto: protoUDP,
+				PortLo: uint16(r), PortHi: uint16(r), Verdict: policy.Accept, RuleID: r})
+		}
+		return p
+	}
+	to := func(src string, port uint16) []byte { return ip(src, local4, protoUDP, udp(40000, port, 10)) }
+	for _, s := range []struct {
+		p     *policy.NodePolicy
+		steps []step
+	}{
+		{only(1, "10.1.0.0/16", 1, 53, 54, 55), []step{{in, to("10.1.0.1", 55), "pass:rule", 55}}},
+		{only(2, "10.2.0.0/16", 2, 53), []step{{in, to("10.2.0.1", 53), "pass:rule", 53}}},
+		// Over the first: its prefix, its record (index 1) and two of its ranges go.
+		{only(3, "10.3.0.0/16", 3, 53), []step{
+			{in, to("10.3.0.1", 53), "pass:rule", 53},
+			{in, to("10.3.0.1", 55), "drop:no_rule", 0},
+			{in, to("10.1.0.1", 53), "drop:no_rule", 0},
+			{in, to("10.2.0.1", 53), "drop:no_rule", 0},
+		}},
+		{only(4, "10.1.0.0/16", 1, 54), []step{
+			{in, to("10.1.0.1", 54), "pass:rule", 54},
+			{in, to("10.1.0.1", 55), "drop:no_rule", 0},
+			{in, to("10.2.0.1", 53), "drop:no_rule", 0},
+		}},
+	} {
+		if err := e.Set(s.p); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range s.steps {
+			st.check(t, e)
+		}
 	}
 }
