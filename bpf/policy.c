@@ -774,21 +774,6 @@ static __always_inline int flow_state(__u8 odir, __u8 osrc, __u8 dir, int src_is
 	return FLOW_OTHER;
 }
 
-/* What decide learnt about a flow before the rules: its state, and whether its
- * conntrack entry wants a refresh. */
-#define FLOW_STATE 3
-#define FLOW_STALE 4
-
-/* flow_memo is one word per CPU that decide stores the flow's state in and loads
- * it back from: the verifier cannot see through a map value, so it checks the rule
- * lookup after it once rather than once for every path through the flow. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} flow_memo SEC(".maps");
-
 /* decide judges a parsed, unfragmented or first-fragment packet: a conntrack reply
  * passes; otherwise the active generation's rules decide, and an accepted packet opens
  * or refreshes its flow.
@@ -796,14 +781,15 @@ struct {
  * The flow is not tracked if the hint rules it out. Else its state comes from the
  * flow cache if this CPU found the flow live in conntrack less than FLOW_WINDOW_J
  * ago (a live entry stays live that long: its timeout is longer, see
- * FLOW_WINDOW_J), else from conntrack. The flow comes first, so that a reply needs
- * no rule and the hint's cache line is on its way while the rules' are. */
+ * FLOW_WINDOW_J), else from conntrack. */
 static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir)
 {
-	__u32 zero = 0;
-	__u32 *memo = bpf_map_lookup_elem(&flow_memo, &zero);
-	if (!memo)
-		return drop(skb, DROP_NO_POLICY);
+	/* The rule first, although a reply does not need it: finding it has no side
+	 * effects, and the verifier checks it once rather than once for every state of
+	 * the flow below. */
+	const __u64 *remote = dir == DIR_INGRESS ? p->saddr : p->daddr;
+	__u32 q = p->rule_port | (__u32)p->proto << 16 | (__u32)dir << 24 | (__u32)(p->family == 6) << 25;
+	__u64 r = rule_for(remote[0], remote[1], q);
 
 	struct flow f;
 	flow_of(&f, p);
@@ -811,16 +797,19 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 	__u32 nowj = now_j();
 	__u32 hslot = (h >> 16) & (HINT_SLOTS - 1);
 	__u32 fslot = (h >> (64 - 10)) + bpf_get_smp_processor_id() * FLOW_SLOTS;
-	__u32 info = FLOW_NONE;
+	int use_cache = flow_cache_on;
+	struct flow_slot *fs = NULL;
+	struct ct_val *cv = NULL;
+	struct ct_key ck;
+	__u64 now = 0;
+	int state = FLOW_NONE, cached = 0;
 
+	/* The hint first: a flow it rules out has no live entry, so this CPU's cache
+	 * cannot vouch for it either, and an unsolicited packet touches one cache
+	 * line here. */
 	__u32 *hint = bpf_map_lookup_elem(&ct_hint, &hslot);
 	if (hint && *hint && nowj - *hint < hint_window_j) {
-		struct flow_slot *fs = NULL;
-		struct ct_val *cv = NULL;
-		struct ct_key ck;
-		__u64 now = 0;
-		int state = FLOW_NONE, cached = 0;
-		if (flow_cache_on)
+		if (use_cache)
 			fs = bpf_map_lookup_elem(&flow_cache, &fslot);
 		if (fs && fs->stamp && nowj - fs->stamp < FLOW_WINDOW_J && flow_is(&fs->k, &f)) {
 			cached = 1;
@@ -841,25 +830,18 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 				}
 			}
 		}
-		if (state == FLOW_REPLY) {
-			if (!cached && now - cv->last_seen > CT_REFRESH_NS) {
-				cv->last_seen = now;
-				hint_write(hslot, nowj);
-			}
-			if (p->frag == FRAG_FIRST)
-				admit_first(p, 0, 0, 0);
-			return pass(skb, PASS_REPLY);
-		}
-		info = state;
-		if (!cached && state == FLOW_FORWARD && now - cv->last_seen > CT_REFRESH_NS)
-			info |= FLOW_STALE;
 	}
-	*(volatile __u32 *)memo = info;
-	info = *(volatile __u32 *)memo;
 
-	const __u64 *remote = dir == DIR_INGRESS ? p->saddr : p->daddr;
-	__u32 q = p->rule_port | (__u32)p->proto << 16 | (__u32)dir << 24 | (__u32)(p->family == 6) << 25;
-	__u64 r = rule_for(remote[0], remote[1], q);
+	if (state == FLOW_REPLY) {
+		if (!cached && now - cv->last_seen > CT_REFRESH_NS) {
+			cv->last_seen = now;
+			hint_write(hslot, nowj);
+		}
+		if (p->frag == FRAG_FIRST)
+			admit_first(p, 0, 0, 0);
+		return pass(skb, PASS_REPLY);
+	}
+
 	if (r & RULE_NO_POLICY)
 		return drop(skb, DROP_NO_POLICY);
 	if (!(r & RULE_FOUND))
@@ -869,22 +851,20 @@ static __always_inline int decide(struct __sk_buff *skb, struct pkt *p, __u8 dir
 	if (!(r & RULE_ACCEPT))
 		return drop(skb, DROP_DENY_RULE);
 
-	if (info & FLOW_STALE) {
-		/* Once a second per flow and CPU: look the entry up again to refresh it. */
-		struct ct_key ck;
-		flow_key(&ck, &f);
-		struct ct_val *cv = bpf_map_lookup_elem(&conntrack, &ck);
-		if (cv) {
-			cv->last_seen = now_ns();
+	if (state == FLOW_FORWARD) {
+		if (!cached && now - cv->last_seen > CT_REFRESH_NS) {
+			cv->last_seen = now;
 			hint_write(hslot, nowj);
 		}
-	} else if ((info & FLOW_STATE) == FLOW_NONE) {
-		struct ct_val nv = {.last_seen = now_ns(), .dir = dir, .src_is_a = f.src_is_a};
-		struct ct_key ck;
+	} else if (state == FLOW_NONE) {
+		if (!now)
+			now = now_ns();
+		struct ct_val nv = {.last_seen = now, .dir = dir, .src_is_a = f.src_is_a};
 		/* The hint first: a CPU that sees the entry sees the hint. */
 		hint_write(hslot, nowj);
 		flow_key(&ck, &f);
-		struct flow_slot *fs = flow_cache_on ? bpf_map_lookup_elem(&flow_cache, &fslot) : NULL;
+		if (use_cache && !fs)
+			fs = bpf_map_lookup_elem(&flow_cache, &fslot);
 		if (bpf_map_update_elem(&conntrack, &ck, &nv, BPF_ANY) == 0 && fs) {
 			flow_key(&fs->k, &f);
 			fs->stamp = nowj;

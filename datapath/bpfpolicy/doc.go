@@ -44,8 +44,8 @@
 // a lookup in an array map, which the verifier inlines. The prefixes are in hash
 // tables of our own in arrays (see Maps), the rules are found by binary search
 // among at most 16 ranges, counters are per-CPU arrays (the per-rule ones a plain
-// array with a region per CPU), a reply needs no rule lookup, and two caches keep
-// most packets away from the conntrack hash:
+// array with a region per CPU), and two caches keep most packets away from the
+// conntrack hash:
 //
 //   - The conntrack hint (65536 slots, pinned with conntrack) holds, per hash of a
 //     flow, when an entry of a flow with that hash was last written (jiffies). A

@@ -233,7 +233,6 @@ const (
 	policyMapCtHint           = "ct_hint"
 	policyMapDropCounters     = "drop_counters"
 	policyMapFlowCache        = "flow_cache"
-	policyMapFlowMemo         = "flow_memo"
 	policyMapFrags            = "frags"
 	policyMapIcmpScratch      = "icmp_scratch"
 	policyMapId4Gens          = "id4_gens"
@@ -312,7 +311,6 @@ type policyMapSpecs struct {
 	CtHint       *ebpf.MapSpec `ebpf:"ct_hint"`
 	DropCounters *ebpf.MapSpec `ebpf:"drop_counters"`
 	FlowCache    *ebpf.MapSpec `ebpf:"flow_cache"`
-	FlowMemo     *ebpf.MapSpec `ebpf:"flow_memo"`
 	Frags        *ebpf.MapSpec `ebpf:"frags"`
 	IcmpScratch  *ebpf.MapSpec `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.MapSpec `ebpf:"id4_gens"`
@@ -365,7 +363,6 @@ type policyMaps struct {
 	CtHint       *ebpf.Map `ebpf:"ct_hint"`
 	DropCounters *ebpf.Map `ebpf:"drop_counters"`
 	FlowCache    *ebpf.Map `ebpf:"flow_cache"`
-	FlowMemo     *ebpf.Map `ebpf:"flow_memo"`
 	Frags        *ebpf.Map `ebpf:"frags"`
 	IcmpScratch  *ebpf.Map `ebpf:"icmp_scratch"`
 	Id4Gens      *ebpf.Map `ebpf:"id4_gens"`
@@ -388,7 +385,6 @@ func (m *policyMaps) Close() error {
 		m.CtHint,
 		m.DropCounters,
 		m.FlowCache,
-		m.FlowMemo,
 		m.Frags,
 		m.IcmpScratch,
 		m.Id4Gens,
