@@ -37,7 +37,7 @@ import (
 // and the rate is one CPU's worth of generating plus receiving. (A threaded NAPI on
 // the other CPU was tried: cross-CPU traffic on veth's ring, with the generator
 // overrunning it, made even the unfiltered receiver slower than this, on a 2-CPU
-// VM.) The six cases are measured in three rounds, one after the other in each
+// VM.) The six cases are measured in five rounds, one after the other in each
 // round, each time for 1 s after 300 ms of warm-up, and each case's best round
 // counts: other load on the machine (a shared CI runner) only ever lowers a rate,
 // and interleaving spreads it over the cases. The cases:
@@ -93,7 +93,7 @@ import (
 func BenchmarkPolicyVsNftables(b *testing.B) {
 	privileged.Require(b)
 	env := newNftBench(b)
-	const rounds, warmup, window = 3, 300 * time.Millisecond, time.Second
+	const rounds, warmup, window = 5, 300 * time.Millisecond, time.Second
 	pps, took := map[string]float64{}, map[string]float64{}
 	for round := range rounds {
 		for _, c := range []struct {
