@@ -11,11 +11,12 @@
  * protocol; the remote's identity first, then IdentityAny) -> accept: conntrack
  * entry, per-rule counter, pass; deny or no rule: drop counted by reason.
  *
- * Cost. On this kind of machine a helper call (a hash or LPM lookup, reading the
- * clock) costs 30-50 ns and a call of a BPF subprogram about 10 ns, while a lookup
- * in an array map the verifier inlines costs about 1 ns. So the common paths use arrays only: the prefix and rule tables are
- * arrays of a fixed size (the verifier inlines lookups only in inner maps of their
- * template's size), counters are per-CPU arrays, the time is jiffies (inlined).
+ * Cost. On CPUs with return-stack mitigations a helper call (a hash or LPM lookup,
+ * reading the clock) costs 30-50 ns and a call of a BPF subprogram about 10 ns,
+ * while a lookup in an array map, which the verifier inlines, costs about 1 ns. So
+ * the common paths use arrays only: the prefix and rule tables are arrays (hash
+ * tables of our own, and ranges found by binary search), counters are arrays
+ * indexed by CPU, the time is jiffies (inlined), and the rule lookup is inlined.
  * Conntrack stays an LRU hash, looked up only when the flow may be tracked (the
  * hint says so) and this CPU has not seen the flow live within about a second
  * (the flow cache).
