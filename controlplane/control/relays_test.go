@@ -111,8 +111,19 @@ func TestRelayPaths(t *testing.T) {
 	})
 	aID, bID := a.hello.NodeId, b.hello.NodeId
 
-	// No relay connected: a report changes nothing.
+	// No relay connected: a report changes nothing. The controller handles a's
+	// messages in order, so once b sees a's new endpoint the report was handled.
 	report(a, bID, 0)
+	a.client.Send(&controlpb.ClientMessage{Msg: &controlpb.ClientMessage_Endpoints{Endpoints: &controlpb.Endpoints{Endpoints: []string{"192.0.2.9:51820"}}}})
+	eventually(t, "b sees a's new endpoint", func() string {
+		if p := b.current().Peer(aID); p == nil || len(p.Endpoints) != 1 || p.Endpoints[0].String() != "192.0.2.9:51820" {
+			return fmt.Sprintf("%+v", p)
+		}
+		return ""
+	})
+	if p := relayOf(a.current(), bID); p != nil {
+		t.Fatalf("a report without a connected relay gave a path %+v", p)
+	}
 	r := startRelay(t, c, rk)
 	eventually(t, "the relay gets every node as a client", func() string {
 		cfg := r.current()
@@ -125,9 +136,6 @@ func TestRelayPaths(t *testing.T) {
 		}
 		return ""
 	})
-	if p := relayOf(a.current(), bID); p != nil {
-		t.Fatalf("a report without a connected relay gave a path %+v", p)
-	}
 
 	// Direct failed: a UDP session, one side each, the same on the relay.
 	report(a, bID, 0)
